@@ -1,0 +1,273 @@
+"""The TestEnvironment API: the single source of the CRD schema, the operator and the plugin.
+
+Everything that crosses a process boundary (the custom resource's spec and status, the
+discovery records) is a pydantic model here. ``crd.py`` generates the CRD's OpenAPI schema
+from these models; nothing else may describe the shape of the resource.
+
+This module must stay free of kopf/kr8s imports: the pytest plugin imports it too.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP: Final = "testenv.dev"
+VERSION: Final = "v1alpha1"
+KIND: Final = "TestEnvironment"
+PLURAL: Final = "testenvironments"
+SINGULAR: Final = "testenvironment"
+SHORT_NAMES: Final = ("testenv", "tenv")
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+DISCOVERY_CONFIGMAP: Final = "testenv-discovery"
+DISCOVERY_SCHEMA_VERSION: Final = 1
+SERVICES_SECRET: Final = "testenv-secrets"
+MANAGED_BY: Final = "testenv-operator"
+FIELD_MANAGER: Final = "testenv-operator"
+
+# Annotation a client (the pytest plugin) refreshes to keep a leased environment alive.
+LEASE_RENEWED_ANNOTATION: Final = f"{GROUP}/lease-renewed-at"
+# Label on every object the operator creates, naming its environment.
+ENVIRONMENT_LABEL: Final = f"{GROUP}/environment"
+# Label with a hash of the spec, used by the plugin to reuse an identical environment.
+SPEC_HASH_LABEL: Final = f"{GROUP}/spec-hash"
+
+REFERENCE_IMAGE_TAG: Final = "0.1.0"
+
+DNS1123_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DURATION: Final = r"^([0-9]+(s|m|h|d))+$"
+ENV_NAME: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+_DURATION_PART = re.compile(r"([0-9]+)(s|m|h|d)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse ``90s``, ``15m``, ``1h30m``, ``2d`` into a timedelta (ValueError otherwise)."""
+    if not re.fullmatch(DURATION, text):
+        raise ValueError(f"invalid duration {text!r}: use a number with s, m, h or d, e.g. 30m")
+    seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+class _Model(BaseModel):
+    """Base for API types: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The object as it is stored in Kubernetes (camelCase, no unset optionals)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+Duration = Annotated[str, Field(pattern=DURATION, max_length=32)]
+Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi)?$", max_length=32)]
+
+
+class EnvVar(_Model):
+    """A plain environment variable for a service's container."""
+
+    name: Annotated[str, Field(pattern=ENV_NAME, max_length=128)]
+    value: Annotated[str, Field(max_length=4096)] = ""
+
+
+class ResourceList(_Model):
+    cpu: Quantity | None = None
+    memory: Quantity | None = None
+
+
+class Resources(_Model):
+    requests: ResourceList = ResourceList(cpu="50m", memory="64Mi")
+    limits: ResourceList = ResourceList(cpu="500m", memory="256Mi")
+
+
+class ServiceSpec(_Model):
+    """One service of an environment: a Deployment plus a Service of the same name."""
+
+    name: Annotated[str, Field(pattern=DNS1123_LABEL, min_length=1, max_length=40)]
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    health_path: Annotated[str, Field(pattern=r"^/\S*$", max_length=256)] = "/health"
+    websocket_path: Annotated[str | None, Field(pattern=r"^/\S*$", max_length=256)] = None
+    env: Annotated[list[EnvVar], Field(max_length=64)] = []
+    args: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = []
+    replicas: Annotated[int, Field(ge=0, le=10)] = 1
+    resources: Resources = Resources()
+    readiness_timeout: Duration = "120s"
+
+    @field_validator("env")
+    @classmethod
+    def _unique_env(cls, env: list[EnvVar]) -> list[EnvVar]:
+        names = [e.name for e in env]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate env names: {', '.join(dupes)}")
+        return env
+
+    @field_validator("readiness_timeout")
+    @classmethod
+    def _timeout_positive(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError("readinessTimeout must be longer than 0s")
+        return value
+
+
+def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
+    """The default set: the reference auth, backend and frontend services."""
+    return [
+        ServiceSpec(
+            name="auth",
+            image=f"testenv/auth:{tag}",
+            env=[EnvVar(name="AUTH_SEED_USERS", value="test@example.com:password")],
+        ),
+        ServiceSpec(name="backend", image=f"testenv/backend:{tag}", websocket_path="/ws"),
+        ServiceSpec(name="frontend", image=f"testenv/frontend:{tag}"),
+    ]
+
+
+class TestEnvironmentSpec(_Model):
+    """What a user declares. Every field has a default: ``spec: {}`` is a valid environment."""
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    namespace: Annotated[str | None, Field(pattern=DNS1123_LABEL, max_length=63)] = None
+    services: Annotated[list[ServiceSpec], Field(max_length=20)] = Field(
+        default_factory=reference_services
+    )
+    ttl: Duration = "1h"
+    lease: Duration | None = None
+    labels: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=32)] = {}
+
+    @model_validator(mode="after")
+    def _unique_services(self) -> TestEnvironmentSpec:
+        for attr in ("name", "port"):
+            values = [getattr(s, attr) for s in self.services]
+            dupes = sorted({str(v) for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"service {attr}s must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @field_validator("ttl", "lease")
+    @classmethod
+    def _positive(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value).total_seconds() <= 0:
+            raise ValueError("durations must be longer than 0s")
+        return value
+
+    def namespace_for(self, env_name: str) -> str:
+        """The environment's namespace: ``spec.namespace`` or ``testenv-<name>``."""
+        return self.namespace or f"testenv-{env_name}"[:63].rstrip("-")
+
+    def service(self, name: str) -> ServiceSpec:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise KeyError(name)
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    PROVISIONING = "Provisioning"
+    READY = "Ready"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+    TERMINATING = "Terminating"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+
+
+class Condition(_Model):
+    type: str
+    status: Annotated[str, Field(pattern=r"^(True|False|Unknown)$")]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class ServiceTimings(_Model):
+    """Seconds since the environment was created, per step."""
+
+    scheduled: float | None = None
+    started: float | None = None
+    ready: float | None = None
+
+
+class ServiceStatus(_Model):
+    name: str
+    ready: bool = False
+    ready_replicas: int = 0
+    replicas: int = 0
+    reason: str | None = None
+    message: str | None = None
+    url: str | None = None
+    timings: ServiceTimings = ServiceTimings()
+
+
+class Timings(_Model):
+    """Seconds since the environment's creation at which each step completed."""
+
+    namespace_created: float | None = None
+    discovery_published: float | None = None
+    ready: float | None = None
+
+
+class TestEnvironmentStatus(_Model):
+    __test__ = False
+
+    phase: Phase = Phase.PENDING
+    message: str | None = None
+    namespace: str | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = []
+    services: list[ServiceStatus] = []
+    ready_services: str | None = None  # "2/3", for the printer column
+    timings: Timings = Timings()
+    expires_at: str | None = None
+
+
+class DiscoveryRecord(_Model):
+    """How to reach one service: a value of the discovery ConfigMap (``<service>.json``).
+
+    Records from the operator hold in-cluster addresses; the plugin writes the same record,
+    rewritten to its local port-forward, into ``.service_discovery/<service>.json``.
+    """
+
+    model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
+
+    schema_version: int = DISCOVERY_SCHEMA_VERSION
+    name: str
+    host: str
+    port: int
+    base_url: str
+    health_url: str
+    ws_url: str | None = None
+
+    @classmethod
+    def for_service(cls, svc: ServiceSpec, host: str, port: int | None = None) -> DiscoveryRecord:
+        port = port or svc.port
+        base = f"http://{host}:{port}"
+        ws = f"ws://{host}:{port}{svc.websocket_path}" if svc.websocket_path else None
+        return cls(
+            name=svc.name,
+            host=host,
+            port=port,
+            base_url=base,
+            health_url=f"{base}{svc.health_path}",
+            ws_url=ws,
+        )
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_none=False)
