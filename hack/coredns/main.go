@@ -6,6 +6,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/forward"
@@ -20,7 +21,7 @@ import (
 func init() {
 	// Order matters: it is the order plugins are chained (as in plugin.cfg).
 	dnsserver.Directives = []string{
-		"reload", "health", "ready", "errors", "log",
+		"reload", "bind", "health", "ready", "errors", "log",
 		"cache", "loadbalance", "kubernetes", "forward",
 	}
 }

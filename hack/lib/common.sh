@@ -30,3 +30,11 @@ warn() { printf '\033[1;33m !!\033[0m %s\n' "$*" >&2; }
 die()  { printf '\033[1;31mERR\033[0m %s\n' "$*" >&2; exit 1; }
 
 now() { date +%s; }
+
+# Images: archives cached by content, and the set the cluster imports at start.
+IMAGES_CACHE="$CACHE_DIR/images"
+IMAGES_DIR="$IMAGES_CACHE/current"
+PAUSE_VERSION=3.10
+PAUSE_IMAGE="docker.io/testenv/pause:$PAUSE_VERSION"
+BASE_IMAGE="testenv/python-base:bookworm-1"
+APP_VERSION="0.1.0"

@@ -41,11 +41,49 @@ SPEC_HASH_LABEL: Final = f"{GROUP}/spec-hash"
 REFERENCE_IMAGE_TAG: Final = "0.1.0"
 
 DNS1123_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Kubernetes Service names must also start with a letter (RFC 1035).
+DNS1035_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DURATION: Final = r"^([0-9]+(s|m|h|d))+$"
 ENV_NAME: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+LABEL_KEY: Final = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# Names the operator sets itself in every container; a spec may not override them.
+RESERVED_ENV_NAMES: Final = (
+    "PORT",
+    "TESTENV_ENVIRONMENT",
+    "TESTENV_NAMESPACE",
+    "TESTENV_SERVICE",
+    "TESTENV_SECRET_KEY",
+)
+RESERVED_ENV_PREFIX: Final = "TESTENV_"
+# Namespaces an environment may never take over.
+PROTECTED_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
+# Longest TestEnvironment name: the namespace ``testenv-<name>`` must fit in 63 characters.
+MAX_ENVIRONMENT_NAME: Final = 55
+
+# CEL rules (x-kubernetes-validations) for what a JSON schema cannot express. They sit
+# next to the fields they guard and are copied into the CRD by crd.py; the pydantic
+# validators below enforce the same rules in Python.
+_NONZERO_DURATION_RULE: Final = {
+    "rule": "self.matches('[1-9]')",
+    "message": "must be longer than 0s, e.g. 30s, 15m, 1h30m or 2d",
+}
+_DURATION_RULES: Final = {"x-kubernetes-validations": [_NONZERO_DURATION_RULE]}
 
 _DURATION_PART = re.compile(r"([0-9]+)(s|m|h|d)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _cel_string(text: str) -> str:
+    """A CEL single-quoted string literal for ``text``."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _reserved_env_name(name: str) -> bool:
+    return name in RESERVED_ENV_NAMES or name.startswith(RESERVED_ENV_PREFIX)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -68,15 +106,43 @@ class _Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-Duration = Annotated[str, Field(pattern=DURATION, max_length=32)]
+Duration = Annotated[
+    str, Field(pattern=DURATION, max_length=32, json_schema_extra=_DURATION_RULES)
+]
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi)?$", max_length=32)]
 
 
 class EnvVar(_Model):
     """A plain environment variable for a service's container."""
 
-    name: Annotated[str, Field(pattern=ENV_NAME, max_length=128)]
+    name: Annotated[
+        str,
+        Field(
+            pattern=ENV_NAME,
+            min_length=1,
+            max_length=128,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!(self in " + repr(list(RESERVED_ENV_NAMES)) + ")"
+                        f" && !self.startsWith('{RESERVED_ENV_PREFIX}')",
+                        "message": "env name is reserved: the operator sets PORT and "
+                        "TESTENV_* itself",
+                    }
+                ]
+            },
+        ),
+    ]
     value: Annotated[str, Field(max_length=4096)] = ""
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if _reserved_env_name(name):
+            raise ValueError(
+                f"env name {name!r} is reserved: the operator sets PORT and TESTENV_* itself"
+            )
+        return name
 
 
 class ResourceList(_Model):
@@ -92,12 +158,21 @@ class Resources(_Model):
 class ServiceSpec(_Model):
     """One service of an environment: a Deployment plus a Service of the same name."""
 
-    name: Annotated[str, Field(pattern=DNS1123_LABEL, min_length=1, max_length=40)]
+    name: Annotated[str, Field(pattern=DNS1035_LABEL, min_length=1, max_length=40)]
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     health_path: Annotated[str, Field(pattern=r"^/\S*$", max_length=256)] = "/health"
     websocket_path: Annotated[str | None, Field(pattern=r"^/\S*$", max_length=256)] = None
-    env: Annotated[list[EnvVar], Field(max_length=64)] = []
+    env: Annotated[
+        list[EnvVar],
+        Field(
+            max_length=64,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+        ),
+    ] = []
     args: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = []
     replicas: Annotated[int, Field(ge=0, le=10)] = 1
     resources: Resources = Resources()
@@ -121,15 +196,21 @@ class ServiceSpec(_Model):
 
 
 def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
-    """The default set: the reference auth, backend and frontend services."""
+    """The default set: the reference auth, backend and frontend services.
+
+    Ports are distinct (8080, 8081, 8082): service ports must be unique in an environment,
+    so the same environment also runs as local processes on one host.
+    """
     return [
         ServiceSpec(
             name="auth",
             image=f"testenv/auth:{tag}",
             env=[EnvVar(name="AUTH_SEED_USERS", value="test@example.com:password")],
         ),
-        ServiceSpec(name="backend", image=f"testenv/backend:{tag}", websocket_path="/ws"),
-        ServiceSpec(name="frontend", image=f"testenv/frontend:{tag}"),
+        ServiceSpec(
+            name="backend", image=f"testenv/backend:{tag}", port=8081, websocket_path="/ws"
+        ),
+        ServiceSpec(name="frontend", image=f"testenv/frontend:{tag}", port=8082),
     ]
 
 
@@ -138,13 +219,58 @@ class TestEnvironmentSpec(_Model):
 
     __test__ = False  # not a pytest test class, despite the name
 
-    namespace: Annotated[str | None, Field(pattern=DNS1123_LABEL, max_length=63)] = None
-    services: Annotated[list[ServiceSpec], Field(max_length=20)] = Field(
-        default_factory=reference_services
-    )
+    namespace: Annotated[
+        str | None,
+        Field(
+            pattern=DNS1123_LABEL,
+            max_length=63,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!(self in " + repr(list(PROTECTED_NAMESPACES)) + ")",
+                        "message": "namespace must not be a system namespace "
+                        "(default, kube-system, kube-public, kube-node-lease)",
+                    }
+                ]
+            },
+        ),
+    ] = None
+    services: Annotated[
+        list[ServiceSpec],
+        Field(
+            max_length=20,
+            json_schema_extra={
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self.all(a, self.exists_one(b, b.port == a.port))",
+                        "message": "service ports must be unique: give every service "
+                        "its own port",
+                    }
+                ],
+            },
+        ),
+    ] = Field(default_factory=reference_services)
     ttl: Duration = "1h"
     lease: Duration | None = None
-    labels: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=32)] = {}
+    labels: Annotated[
+        dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
+        Field(
+            max_length=32,
+            json_schema_extra={
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "self.all(k, size(k) <= 253 && k.matches("
+                        + _cel_string(LABEL_KEY)
+                        + "))",
+                        "message": "label keys must be valid Kubernetes label keys "
+                        "([prefix/]name, name: alphanumerics, '-', '_', '.')",
+                    }
+                ]
+            },
+        ),
+    ] = {}
 
     @model_validator(mode="after")
     def _unique_services(self) -> TestEnvironmentSpec:
@@ -154,6 +280,21 @@ class TestEnvironmentSpec(_Model):
             if dupes:
                 raise ValueError(f"service {attr}s must be unique; repeated: {', '.join(dupes)}")
         return self
+
+    @field_validator("namespace")
+    @classmethod
+    def _not_protected(cls, value: str | None) -> str | None:
+        if value in PROTECTED_NAMESPACES:
+            raise ValueError(f"namespace must not be a system namespace, got {value!r}")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in labels if len(k) > 253 or not re.fullmatch(LABEL_KEY, k))
+        if bad:
+            raise ValueError(f"invalid label keys: {', '.join(bad)}")
+        return labels
 
     @field_validator("ttl", "lease")
     @classmethod

@@ -1,0 +1,233 @@
+"""Generate the TestEnvironment CustomResourceDefinition from the pydantic models in api.py.
+
+``model_json_schema(by_alias=True)`` is turned into a *structural* OpenAPI v3 schema, as the
+API server requires: ``$ref`` inlined, ``anyOf: [X, null]`` collapsed to ``X`` (an optional
+field is simply not required), titles and ``additionalProperties: false`` dropped (unknown
+fields are refused by strict field validation and pruned otherwise), defaults kept in spec
+so ``spec: {}`` is a complete environment. CEL rules and list-type markers come from the
+models' ``json_schema_extra``.
+
+``python -m testenv_operator.crd`` prints the CRD as YAML.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from typing import Any
+
+import yaml
+
+from testenv_operator.api import (
+    DNS1123_LABEL,
+    GROUP,
+    KIND,
+    MAX_ENVIRONMENT_NAME,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    TestEnvironmentSpec,
+    TestEnvironmentStatus,
+    _cel_string,
+)
+
+Schema = dict[str, Any]
+
+# JSON-schema keywords that a structural CRD schema may keep.
+_KEPT = {
+    "type",
+    "format",
+    "description",
+    "properties",
+    "items",
+    "required",
+    "default",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "nullable",
+    "additionalProperties",
+}
+
+
+def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
+    """Inline every ``$ref`` (pydantic only emits local ``#/$defs/X`` references)."""
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = node["$ref"].rsplit("/", 1)[-1]
+        merged = {**copy.deepcopy(defs[target]), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    return {key: _resolve(value, defs) for key, value in node.items()}
+
+
+def _structural(node: Schema, *, keep_defaults: bool) -> Schema:
+    """Rewrite one (resolved) JSON schema node into a structural OpenAPI v3 node."""
+    node = dict(node)
+    any_of = node.pop("anyOf", None)
+    if any_of is not None:
+        variants = [v for v in any_of if v.get("type") != "null"]
+        if len(variants) != 1:
+            raise ValueError(f"cannot express anyOf {any_of!r} structurally")
+        # Optional[X]: the field is X, just not required; a null default means "unset".
+        node = {**variants[0], **node}
+        if node.get("default", ...) is None:
+            node.pop("default")
+    out: Schema = {}
+    for key, value in node.items():
+        if key.startswith("x-kubernetes-"):
+            out[key] = value
+        elif key not in _KEPT:
+            continue
+        elif key == "properties":
+            out[key] = {
+                name: _structural(sub, keep_defaults=keep_defaults) for name, sub in value.items()
+            }
+        elif key == "items":
+            out[key] = _structural(value, keep_defaults=keep_defaults)
+        elif key == "additionalProperties":
+            if isinstance(value, dict):
+                out[key] = _structural(value, keep_defaults=keep_defaults)
+            # ``false`` (extra="forbid") is implicit in a structural schema.
+        elif key == "default":
+            if keep_defaults:
+                out[key] = value
+        else:
+            out[key] = value
+    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return _ordered(out)
+
+
+_FIRST = ("type", "description", "default", "required", "properties", "items")
+
+
+def _ordered(node: Schema) -> Schema:
+    """Readable key order: type and description first, extensions last."""
+    first = {k: node[k] for k in _FIRST if k in node}
+    rest = {k: v for k, v in node.items() if k not in first and not k.startswith("x-")}
+    ext = {k: v for k, v in node.items() if k.startswith("x-")}
+    return {**first, **rest, **ext}
+
+
+def model_schema(model: type[Any], *, keep_defaults: bool) -> Schema:
+    """A structural OpenAPI v3 schema for a pydantic model."""
+    raw = model.model_json_schema(by_alias=True)
+    defs = raw.pop("$defs", {})
+    return _structural(_resolve(raw, defs), keep_defaults=keep_defaults)
+
+
+def spec_schema() -> Schema:
+    schema = model_schema(TestEnvironmentSpec, keep_defaults=True)
+    schema["description"] = (
+        "What the environment runs. Every field has a default: `spec: {}` starts the "
+        "reference auth, backend and frontend services."
+    )
+    schema["default"] = {}
+    return schema
+
+
+def status_schema() -> Schema:
+    schema = model_schema(TestEnvironmentStatus, keep_defaults=False)
+    schema["description"] = "Observed state, written by the operator."
+    return schema
+
+
+def openapi_schema() -> Schema:
+    name_rule = (
+        f"size(self.metadata.name) <= {MAX_ENVIRONMENT_NAME} && "
+        f"self.metadata.name.matches({_cel_string(DNS1123_LABEL)})"
+    )
+    return {
+        "type": "object",
+        "description": "An ephemeral test environment: a namespace with a set of services.",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema(),
+            "status": status_schema(),
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": name_rule,
+                "message": "metadata.name must be a DNS-1123 label (lower-case letters, "
+                f"digits and '-') of at most {MAX_ENVIRONMENT_NAME} characters: it names "
+                "the namespace testenv-<name>",
+            }
+        ],
+    }
+
+
+def crd() -> dict[str, Any]:
+    """The CustomResourceDefinition manifest."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "testenv-operator"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": ["testenv"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Ready", "type": "string", "jsonPath": ".status.readyServices"},
+                        {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
+                        {
+                            "name": "Message",
+                            "type": "string",
+                            "jsonPath": ".status.message",
+                            "priority": 1,
+                        },
+                    ],
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+HEADER = "# Generated by `python -m testenv_operator.crd` from api.py; do not edit.\n"
+
+
+def crd_yaml() -> str:
+    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""Service discovery: where each service of the environment is reachable from the tests.
+
+The plugin writes one ``DiscoveryRecord`` per service into ``.service_discovery/<service>.json``
+(local ``127.0.0.1`` addresses: port-forwards in real mode, processes in local mode) so that
+tools outside pytest can find the services too; :class:`ServiceDiscovery` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from testenv_operator.api import DiscoveryRecord
+
+DEFAULT_DISCOVERY_DIR = Path(".service_discovery")
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """How to reach one service from the test process."""
+
+    port: int
+    health_url: str
+    base_url: str
+    ws_url: str | None = None
+    name: str = ""
+    host: str = "localhost"
+
+    @classmethod
+    def from_record(cls, record: DiscoveryRecord) -> ServiceInfo:
+        return cls(
+            port=record.port,
+            health_url=record.health_url,
+            base_url=record.base_url,
+            ws_url=record.ws_url,
+            name=record.name,
+            host=record.host,
+        )
+
+
+class ServiceDiscovery:
+    """Reads service endpoints from discovery files (or from records held in memory).
+
+    ``ServiceDiscovery()`` reads ``.service_discovery/<service>.json`` relative to the current
+    directory; the ``real_services`` fixture passes the records it published directly, so a
+    test that changes directory still finds them.
+    """
+
+    def __init__(
+        self,
+        discovery_dir: Path = DEFAULT_DISCOVERY_DIR,
+        records: Mapping[str, DiscoveryRecord] | None = None,
+    ) -> None:
+        self.discovery_dir = discovery_dir
+        self._records = dict(records or {})
+
+    def services(self) -> list[str]:
+        """Names of the known services."""
+        if self._records:
+            return sorted(self._records)
+        if not self.discovery_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.discovery_dir.glob("*.json"))
+
+    def get_record(self, service: str) -> DiscoveryRecord:
+        if service in self._records:
+            return self._records[service]
+        info_file = self.discovery_dir / f"{service}.json"
+        try:
+            data = json.loads(info_file.read_text())
+        except FileNotFoundError:
+            known = ", ".join(self.services()) or "none"
+            raise LookupError(
+                f"no discovery record for service {service!r} in {info_file.parent} "
+                f"(known: {known}); is the testenv plugin active (real_services fixture)?"
+            ) from None
+        return DiscoveryRecord.model_validate(data)
+
+    def get_service_info_sync(self, service: str) -> ServiceInfo:
+        return ServiceInfo.from_record(self.get_record(service))
+
+    async def get_service_info(self, service: str) -> ServiceInfo:
+        """Endpoint info of ``service`` (``LookupError`` if it is unknown)."""
+        return self.get_service_info_sync(service)
+
+
+def write_discovery_files(directory: Path, records: Mapping[str, DiscoveryRecord]) -> list[Path]:
+    """Write ``<directory>/<service>.json`` for each record; returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, record in records.items():
+        path = directory / f"{name}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(record.to_json())
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+def remove_discovery_files(paths: list[Path]) -> None:
+    """Remove the files written by :func:`write_discovery_files` (and the dir if empty)."""
+    dirs = set()
+    for path in paths:
+        path.unlink(missing_ok=True)
+        dirs.add(path.parent)
+    for directory in dirs:
+        try:
+            directory.rmdir()
+        except OSError:
+            pass

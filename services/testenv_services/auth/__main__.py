@@ -1,0 +1,3 @@
+from testenv_services.auth.app import main
+
+raise SystemExit(main())

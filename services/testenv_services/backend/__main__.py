@@ -1,0 +1,3 @@
+from testenv_services.backend.app import main
+
+raise SystemExit(main())

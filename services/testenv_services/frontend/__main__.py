@@ -1,0 +1,3 @@
+from testenv_services.frontend.app import main
+
+raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""Frontend settings, read only from environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from testenv_services._common import Env, ServerSettings, env_number, service_url
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    """Upstreams come from ``TESTENV_AUTH_URL`` and ``TESTENV_BACKEND_URL``."""
+
+    auth_url: str
+    backend_url: str
+    upstream_timeout: float = 10.0
+    server: ServerSettings = ServerSettings()
+
+    @property
+    def backend_ws_url(self) -> str:
+        """The backend's ``/ws`` endpoint (``http`` → ``ws``, ``https`` → ``wss``)."""
+        return "ws" + self.backend_url.removeprefix("http") + "/ws"
+
+    @classmethod
+    def from_env(cls, env: Env) -> FrontendSettings:
+        timeout = env_number(env, "FRONTEND_UPSTREAM_TIMEOUT", 10.0, minimum=0.1, maximum=120)
+        return cls(
+            auth_url=service_url(env, "auth"),
+            backend_url=service_url(env, "backend"),
+            upstream_timeout=timeout,
+            server=ServerSettings.from_env(env),
+        )

@@ -1,0 +1,1 @@
+"""Fixtures for tests against the cluster KUBECONFIG points at."""
