@@ -114,17 +114,18 @@ cluster_running() { pid_of kube-apiserver >/dev/null; }
 
 # --- network guard ---------------------------------------------------------------------
 
+# The guard sits in mangle POSTROUTING: the only place that sees the final output interface of
+# both forwarded and local packets (after kube-proxy's DNAT has re-routed them).
 guard_install() {
-  iptables -w -N "$GUARD_CHAIN" 2>/dev/null || iptables -w -F "$GUARD_CHAIN"
+  iptables -w -t mangle -N "$GUARD_CHAIN" 2>/dev/null || iptables -w -t mangle -F "$GUARD_CHAIN"
   for dst in "$POD_CIDR" "$SERVICE_CIDR"; do
-    iptables -w -A "$GUARD_CHAIN" -o "$EXT_IF" -d "$dst" -j DROP
+    iptables -w -t mangle -A "$GUARD_CHAIN" -o "$EXT_IF" -d "$dst" -j DROP
   done
   for dst in "${PRIVATE_RANGES[@]}"; do
-    iptables -w -A "$GUARD_CHAIN" -o "$EXT_IF" -s "$POD_CIDR" -d "$dst" -j DROP
+    iptables -w -t mangle -A "$GUARD_CHAIN" -o "$EXT_IF" -s "$POD_CIDR" -d "$dst" -j DROP
   done
-  for chain in OUTPUT FORWARD; do
-    iptables -w -C "$chain" -j "$GUARD_CHAIN" 2>/dev/null || iptables -w -I "$chain" 1 -j "$GUARD_CHAIN"
-  done
+  iptables -w -t mangle -C POSTROUTING -j "$GUARD_CHAIN" 2>/dev/null \
+    || iptables -w -t mangle -I POSTROUTING 1 -j "$GUARD_CHAIN"
   # CoreDNS answers pods (via the bridge), never the outside network.
   for proto in udp tcp; do
     iptables -w -C INPUT -i "$EXT_IF" -p "$proto" --dport 53 -j DROP 2>/dev/null \
@@ -134,11 +135,9 @@ guard_install() {
 }
 
 guard_remove() {
-  for chain in OUTPUT FORWARD; do
-    while iptables -w -D "$chain" -j "$GUARD_CHAIN" 2>/dev/null; do :; done
-  done
-  iptables -w -F "$GUARD_CHAIN" 2>/dev/null || true
-  iptables -w -X "$GUARD_CHAIN" 2>/dev/null || true
+  while iptables -w -t mangle -D POSTROUTING -j "$GUARD_CHAIN" 2>/dev/null; do :; done
+  iptables -w -t mangle -F "$GUARD_CHAIN" 2>/dev/null || true
+  iptables -w -t mangle -X "$GUARD_CHAIN" 2>/dev/null || true
   for proto in udp tcp; do
     while iptables -w -D INPUT -i "$EXT_IF" -p "$proto" --dport 53 -j DROP 2>/dev/null; do :; done
   done
@@ -383,7 +382,7 @@ cmd_up() {
   local warm=1
   preflight
   [[ -x "$K8S_BIN/kubelet" && -x "$ETCD_BIN/etcd" && -x "$COREDNS_BIN/coredns" ]] || warm=0
-  bash "$HACK_DIR/build-binaries.sh" all
+  for c in etcd kubernetes coredns; do bash "$HACK_DIR/build-binaries.sh" "$c"; done
   bash "$HACK_DIR/images.sh" pause
   log "starting components (logs: $LOG_DIR)"
   make_pki

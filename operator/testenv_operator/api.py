@@ -106,9 +106,7 @@ class _Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-Duration = Annotated[
-    str, Field(pattern=DURATION, max_length=32, json_schema_extra=_DURATION_RULES)
-]
+Duration = Annotated[str, Field(pattern=DURATION, max_length=32, json_schema_extra=_DURATION_RULES)]
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi)?$", max_length=32)]
 
 
@@ -245,8 +243,7 @@ class TestEnvironmentSpec(_Model):
                 "x-kubernetes-validations": [
                     {
                         "rule": "self.all(a, self.exists_one(b, b.port == a.port))",
-                        "message": "service ports must be unique: give every service "
-                        "its own port",
+                        "message": "service ports must be unique: give every service its own port",
                     }
                 ],
             },

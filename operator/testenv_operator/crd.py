@@ -106,7 +106,11 @@ def _structural(node: Schema, *, keep_defaults: bool) -> Schema:
                 out[key] = value
         else:
             out[key] = value
-    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
         out["x-kubernetes-preserve-unknown-fields"] = True
     return _ordered(out)
 
@@ -136,6 +140,12 @@ def spec_schema() -> Schema:
         "reference auth, backend and frontend services."
     )
     schema["default"] = {}
+    # No admission default for ttl: the operator applies its configured default ttl
+    # (TESTENV_DEFAULT_TTL, chart value defaultTtl) to environments that do not set one.
+    ttl = schema["properties"]["ttl"]
+    ttl.pop("default", None)
+    ttl["description"] = "How long the environment lives (default: the operator's defaultTtl)."
+    schema["properties"]["ttl"] = _ordered(ttl)
     return schema
 
 

@@ -168,9 +168,7 @@ def _service_labels(name: str, spec: TestEnvironmentSpec, service: ServiceSpec) 
     }
 
 
-def render_deployment(
-    name: str, uid: str, spec: TestEnvironmentSpec, service: ServiceSpec
-) -> Obj:
+def render_deployment(name: str, uid: str, spec: TestEnvironmentSpec, service: ServiceSpec) -> Obj:
     ctx = _context(name, uid, spec)
     return render_template(
         "deployment.yaml.j2",

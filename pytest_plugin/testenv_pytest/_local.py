@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from testenv_operator.api import DiscoveryRecord, ServiceSpec, TestEnvironmentSpec
 
 from ._context import EnvironmentInfo, Progress, StartResult
@@ -190,4 +189,8 @@ def _alive(pid: int) -> bool:
         os.killpg(pid, 0)
     except OSError:
         return False
-    return True
+    try:  # a zombie (exited, not yet reaped by its parent) counts as gone
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

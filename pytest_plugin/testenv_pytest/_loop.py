@@ -40,7 +40,7 @@ class BackgroundLoop:
 
         try:
             self.run(_cancel_all(), timeout=10)
-        except Exception:  # noqa: S110 - best effort at shutdown
+        except Exception:  # best effort at shutdown
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from kr8s.asyncio.portforward import PortForward
-
 from testenv_operator.api import ENVIRONMENT_LABEL, DiscoveryRecord
 
 from ._errors import PortForwardLostError
@@ -72,7 +71,7 @@ class ServiceForward:
                 f"{self.pods.selector}) in namespace {self.pods.namespace}"
             )
         # The OS picks the port; kr8s binds it again right away (local_port=<int>).
-        self._forward = PortForward(self.pods, self.remote.port, local_port=free_port())
+        self._forward = PortForward(cast(Any, self.pods), self.remote.port, local_port=free_port())
         self.local_port = int(await self._forward.start())
         return self.local_port
 
@@ -99,9 +98,9 @@ def localize(record: DiscoveryRecord, host: str, port: int) -> DiscoveryRecord:
     })
 
 
-async def verify(record: DiscoveryRecord, timeout: float = 30.0) -> dict[str, Any]:
+async def verify(record: DiscoveryRecord, seconds: float = 30.0) -> dict[str, Any]:
     """GET the health URL through the forward until it answers 2xx (PortForwardLostError)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + seconds
     last = "no attempt"
     async with httpx.AsyncClient(timeout=5.0) as client:
         while time.monotonic() < deadline:
@@ -117,6 +116,6 @@ async def verify(record: DiscoveryRecord, timeout: float = 30.0) -> dict[str, An
             await asyncio.sleep(0.2)
     raise PortForwardLostError(
         f"service {record.name!r}: health check {record.health_url} through the port-forward "
-        f"failed for {timeout:.0f}s ({last})"
+        f"failed for {seconds:.0f}s ({last})"
     )
 

@@ -138,14 +138,16 @@ class WebSocketTestClient:
     async def send_chat(self, text: str) -> None:
         await self.send({"type": "chat", "text": text})
 
-    async def receive(self, timeout: float | None = None) -> dict[str, Any]:
+    async def receive(self, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109
         """The next message, decoded (``TimeoutError`` after ``timeout`` seconds)."""
         conn = self._require()
         raw = await _recv(conn, self.timeout if timeout is None else timeout)
         data: dict[str, Any] = json.loads(raw)
         return data
 
-    async def receive_until(self, type_: str, timeout: float | None = None) -> dict[str, Any]:
+    async def receive_until(
+        self, type_: str, timeout: float | None = None  # noqa: ASYNC109
+    ) -> dict[str, Any]:
         """Skip messages until one of the given ``type`` arrives."""
         while True:
             message = await self.receive(timeout)
@@ -170,8 +172,8 @@ class WebSocketTestClient:
         return f"WebSocketTestClient({self.url!r}, connected={self.connected})"
 
 
-async def _recv(conn: ClientConnection, timeout: float) -> str | bytes:
-    async with asyncio.timeout(timeout):
+async def _recv(conn: ClientConnection, seconds: float) -> str | bytes:
+    async with asyncio.timeout(seconds):
         return await conn.recv()
 
 
@@ -278,7 +280,9 @@ class SyncWebSocketTestClient:
 
     def connect(self) -> Self:
         if self._conn is None:
-            self._conn = sync_connect(self.url, open_timeout=self.timeout)
+            # Entering the connection works on every websockets version (and is what 17.1+
+            # asks for instead of a bare connect()); close() exits it.
+            self._conn = sync_connect(self.url, open_timeout=self.timeout).__enter__()
         return self
 
     def _require(self) -> SyncClientConnection:

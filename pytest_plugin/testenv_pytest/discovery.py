@@ -8,6 +8,7 @@ tools outside pytest can find the services too; :class:`ServiceDiscovery` reads 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from testenv_operator.api import DiscoveryRecord
 
 DEFAULT_DISCOVERY_DIR = Path(".service_discovery")
+DISCOVERY_ENV = "TESTENV_DISCOVERY_DIR"
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,19 @@ class ServiceInfo:
 class ServiceDiscovery:
     """Reads service endpoints from discovery files (or from records held in memory).
 
-    ``ServiceDiscovery()`` reads ``.service_discovery/<service>.json`` relative to the current
-    directory; the ``real_services`` fixture passes the records it published directly, so a
-    test that changes directory still finds them.
+    ``ServiceDiscovery()`` reads ``$TESTENV_DISCOVERY_DIR/<service>.json`` (set by the plugin)
+    or else ``.service_discovery/<service>.json`` relative to the current directory; the
+    ``real_services`` fixture passes the records it published directly.
     """
 
     def __init__(
         self,
-        discovery_dir: Path = DEFAULT_DISCOVERY_DIR,
+        discovery_dir: Path | None = None,
         records: Mapping[str, DiscoveryRecord] | None = None,
     ) -> None:
+        if discovery_dir is None:
+            # The plugin exports where it wrote the files (per xdist worker, absolute).
+            discovery_dir = Path(os.environ.get(DISCOVERY_ENV) or DEFAULT_DISCOVERY_DIR)
         self.discovery_dir = discovery_dir
         self._records = dict(records or {})
 
@@ -99,14 +104,19 @@ def write_discovery_files(directory: Path, records: Mapping[str, DiscoveryRecord
     return written
 
 
-def remove_discovery_files(paths: list[Path]) -> None:
-    """Remove the files written by :func:`write_discovery_files` (and the dir if empty)."""
+def remove_discovery_files(paths: list[Path], root: Path | None = None) -> None:
+    """Remove the files written by :func:`write_discovery_files`, then their directory and its
+    parents up to ``root`` as long as they are empty."""
     dirs = set()
     for path in paths:
         path.unlink(missing_ok=True)
         dirs.add(path.parent)
     for directory in dirs:
-        try:
-            directory.rmdir()
-        except OSError:
-            pass
+        while True:
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+            if root is None or directory == root or root not in directory.parents:
+                break
+            directory = directory.parent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,14 @@ class ServerSettings:
         return cls(host=env_str(env, "LISTEN_HOST") or "0.0.0.0", port=port, log_level=level)
 
 
+_SECRET_QUERY = re.compile(r"((?:access_)?token=)[^&\s\"']+")
+
+
+def redact(text: str) -> str:
+    """``text`` with query-string tokens (``?token=...``) masked."""
+    return _SECRET_QUERY.sub(r"\1[redacted]", text)
+
+
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",
     "asctime",
@@ -114,10 +123,14 @@ class JsonFormatter(logging.Formatter):
             if len(record.args) == 5:
                 client, method, path, _version, status = record.args
                 payload.update(
-                    message="request", client=client, method=method, path=path, status=status
+                    message="request",
+                    client=client,
+                    method=method,
+                    path=redact(str(path)),
+                    status=status,
                 )
         if "message" not in payload:
-            payload["message"] = record.getMessage()
+            payload["message"] = redact(record.getMessage())
         for key, value in record.__dict__.items():
             if key not in _RESERVED and key not in payload:
                 payload[key] = value
@@ -136,10 +149,16 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    for name in ("httpx", "httpcore", "websockets"):  # one line per call is noise
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def serve(app: ASGIApp, server: ServerSettings) -> None:
-    """Run ``app`` with uvicorn until SIGINT/SIGTERM (uvicorn shuts down gracefully)."""
+    """Run ``app`` with uvicorn until SIGINT/SIGTERM.
+
+    uvicorn drains connections, runs the lifespan shutdown (closing http clients), then
+    re-raises the signal, so a SIGTERM'd service exits with status 143 as usual.
+    """
     import uvicorn  # imported here: tests and config errors do not pay for it
 
     config = uvicorn.Config(
@@ -176,5 +195,4 @@ def run_main(service: str, build: Callable[[Env], tuple[ASGIApp, ServerSettings]
         extra={"event": "starting", "host": server.host, "port": server.port},
     )
     serve(app, server)
-    log.info("stopped", extra={"event": "stopped"})
     return 0

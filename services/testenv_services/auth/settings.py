@@ -44,7 +44,7 @@ class AuthSettings:
     token_ttl_seconds: int = 3600
     seed_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     issuer: str = "testenv-auth"
-    server: ServerSettings = ServerSettings()
+    server: ServerSettings = field(default_factory=ServerSettings)
 
     def __post_init__(self) -> None:
         if not self.secret_key:

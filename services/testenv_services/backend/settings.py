@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from testenv_services._common import Env, ServerSettings, env_number, service_url
 
@@ -13,7 +13,7 @@ class BackendSettings:
 
     auth_url: str
     auth_timeout: float = 5.0
-    server: ServerSettings = ServerSettings()
+    server: ServerSettings = field(default_factory=ServerSettings)
 
     @classmethod
     def from_env(cls, env: Env) -> BackendSettings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from testenv_services._common import Env, ServerSettings, env_number, service_url
 
@@ -14,7 +14,7 @@ class FrontendSettings:
     auth_url: str
     backend_url: str
     upstream_timeout: float = 10.0
-    server: ServerSettings = ServerSettings()
+    server: ServerSettings = field(default_factory=ServerSettings)
 
     @property
     def backend_ws_url(self) -> str:

@@ -1,0 +1,1 @@
+"""testenv operator: provisions TestEnvironment resources (kopf)."""

@@ -1,0 +1,118 @@
+"""kopf registration only: every handler delegates to :class:`reconcile.Reconciler`.
+
+Finalizer-free by design: no deletion handler that must run and no kopf daemons/timers (both
+would add a finalizer). Deleting a TestEnvironment is left to the garbage collector through
+the Namespace's ownerReference, which works even while the operator is down. Readiness,
+healing and expiry are followed by one monitor task per environment (see reconcile.py), woken
+by the event handlers below.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from testenv_operator.api import ENVIRONMENT_LABEL, GROUP, MANAGED_BY, PLURAL, VERSION
+from testenv_operator.kube import Kube, KubeError
+from testenv_operator.reconcile import InvalidSpec, Reconciler
+from testenv_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+LEVELS = {
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+}
+
+_state: dict[str, Reconciler] = {}
+
+
+def reconciler() -> Reconciler:
+    try:
+        return _state["reconciler"]
+    except KeyError:
+        raise kopf.TemporaryError("the operator is still starting", delay=1) from None
+
+
+def post_event(body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    target: Any = dict(body)
+    kopf.event(target, type=type_, reason=reason, message=message[:1024])
+
+
+def configure(kopf_settings: Any, settings: Settings) -> None:
+    """Apply our settings to kopf's (explicit watch timeouts, annotation-based storage)."""
+    kopf_settings.watching.server_timeout = settings.watch_server_timeout
+    kopf_settings.watching.client_timeout = settings.watch_client_timeout
+    kopf_settings.watching.connect_timeout = 30
+    # Handler progress and the diff base live in annotations, not in the (typed) status.
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    kopf_settings.persistence.consistency_timeout = 10.0
+    kopf_settings.posting.enabled = True
+    kopf_settings.posting.level = LEVELS[settings.posting_level]
+    kopf_settings.execution.max_workers = 20
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: body[key] for key in body}
+
+
+@kopf.on.startup()
+async def startup(settings: Any, **_: Any) -> None:
+    ours = Settings.from_env()
+    configure(settings, ours)
+    _state["reconciler"] = Reconciler(await Kube.connect(), ours, post_event)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if "reconciler" in _state:
+        await _state["reconciler"].stop_all()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile_environment(body: Mapping[str, Any], name: str, uid: str, **_: Any) -> None:
+    rec = reconciler()
+    try:
+        await rec.reconcile(_plain(body))
+    except InvalidSpec as exc:
+        raise kopf.PermanentError(str(exc)) from exc
+    except KubeError as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
+    rec.ensure_monitor(name, uid)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def environment_event(
+    type: str | None, body: Mapping[str, Any], name: str, uid: str, **_: Any
+) -> None:
+    rec = reconciler()
+    if type == "DELETED":
+        await rec.stop(name)
+        return
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return
+    rec.ensure_monitor(name, uid)
+    rec.nudge(name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("v1", "services", labels=MANAGED)
+@kopf.on.event("v1", "pods", labels=MANAGED)
+@kopf.on.event("v1", "configmaps", labels=MANAGED)
+@kopf.on.event("v1", "namespaces", labels=MANAGED)
+async def child_event(type: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    """Any change to an environment's objects wakes its monitor; a deletion re-applies."""
+    environment = labels.get(ENVIRONMENT_LABEL)
+    if environment and "reconciler" in _state:
+        _state["reconciler"].nudge(environment, reapply=type == "DELETED")

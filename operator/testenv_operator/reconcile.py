@@ -1,0 +1,464 @@
+"""The reconcile loop of a TestEnvironment (no kopf here: handlers.py only registers it).
+
+One idempotent :meth:`Reconciler.reconcile` serves create, update, resume and healing:
+
+1. the namespace must be free or already ours (never adopted: ``NamespaceConflict``);
+2. every object is server-side applied (Namespace first, the rest at once), the Secret is
+   created once;
+3. the status is computed from the Deployments and Pods (:mod:`status`), the discovery
+   ConfigMap is published once every service is Ready.
+
+Readiness is then followed by a per-environment monitor task woken by watch events (the kopf
+event handlers on Deployments, Services and Pods call :meth:`Reconciler.nudge`) and by its own
+deadlines (readiness timeouts, expiry) — there is no polling loop. The monitor also recreates
+deleted objects and deletes the environment once its ttl or lease has run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from testenv_operator import diagnose, expiry, render
+from testenv_operator.api import (
+    API_VERSION,
+    DISCOVERY_CONFIGMAP,
+    ENVIRONMENT_LABEL,
+    KIND,
+    Phase,
+    TestEnvironmentSpec,
+    TestEnvironmentStatus,
+    parse_duration,
+)
+from testenv_operator.kube import KubeClient, KubeError
+from testenv_operator.settings import Settings
+from testenv_operator.status import (
+    Observation,
+    ServiceObservation,
+    compute_status,
+    parse_status,
+    status_patch,
+)
+from testenv_operator.timeutil import now, parse_time
+
+log = logging.getLogger(__name__)
+
+Obj = Mapping[str, Any]
+# (body of the TestEnvironment, "Normal" | "Warning", reason, message)
+EventPoster = Callable[[Obj, str, str, str], None]
+
+
+class InvalidSpec(ValueError):
+    """The stored spec does not validate (the CRD schema should have refused it)."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    body: Obj
+    name: str
+    uid: str
+    generation: int | None
+    created: datetime
+    annotations: Mapping[str, str]
+    spec: TestEnvironmentSpec
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace_for(self.name)
+
+    @property
+    def selector(self) -> str:
+        return f"{ENVIRONMENT_LABEL}={self.name}"
+
+    def ref(self) -> dict[str, Any]:
+        """A minimal body for posting events."""
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": self.name, "uid": self.uid, "namespace": None},
+        }
+
+
+def parse_environment(body: Obj, default_ttl: str = "1h") -> Environment:
+    meta = body.get("metadata") or {}
+    raw = dict(body.get("spec") or {})
+    raw.setdefault("ttl", default_ttl)
+    try:
+        spec = TestEnvironmentSpec.model_validate(raw)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+        raise InvalidSpec(f"invalid spec: {errors}") from exc
+    created = parse_time(meta.get("creationTimestamp")) or now()
+    return Environment(
+        body=body,
+        name=str(meta["name"]),
+        uid=str(meta.get("uid", "")),
+        generation=meta.get("generation"),
+        created=created,
+        annotations=dict(meta.get("annotations") or {}),
+        spec=spec,
+    )
+
+
+@dataclass
+class EnvState:
+    """What the operator remembers (in memory) about one environment."""
+
+    uid: str
+    applied_generation: int | None = None
+    applied_at: datetime | None = None
+    reapply: bool = False
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class RefreshResult:
+    status: TestEnvironmentStatus
+    missing: list[str]  # objects that should exist but do not (Deployment/x, Service/x)
+    wake_at: datetime | None  # the next deadline worth waking up for
+
+
+def _status_changed(old: Obj | None, new: TestEnvironmentStatus) -> bool:
+    if not old:
+        return True
+    current = parse_status(old)
+    return current is None or current.to_wire() != new.to_wire()
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: KubeClient,
+        settings: Settings,
+        post: EventPoster,
+        clock: Callable[[], datetime] = now,
+    ) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.post = post
+        self.clock = clock
+        self.states: dict[str, EnvState] = {}
+
+    # --- state ---------------------------------------------------------------------------
+
+    def state(self, name: str, uid: str) -> EnvState:
+        state = self.states.get(name)
+        if state is None or state.uid != uid:
+            if state is not None and state.task is not None:
+                state.task.cancel()
+            state = self.states[name] = EnvState(uid=uid)
+        return state
+
+    def environment(self, body: Obj) -> Environment:
+        return parse_environment(body, self.settings.default_ttl)
+
+    def _event(self, env: Environment, type_: str, reason: str, message: str) -> None:
+        try:
+            self.post(env.body, type_, reason, message)
+        except Exception:  # events are best effort
+            log.debug("could not post event %s for %s", reason, env.name, exc_info=True)
+
+    # --- namespace -------------------------------------------------------------------------
+
+    async def namespace_conflict(self, env: Environment) -> tuple[Obj | None, str | None]:
+        """The namespace (if it exists) and why it cannot be used (None if it can)."""
+        ns = await self.kube.get("Namespace", env.namespace)
+        if ns is None:
+            return None, None
+        owners = (ns.get("metadata") or {}).get("ownerReferences") or []
+        if any(o.get("uid") == env.uid for o in owners):
+            return ns, None
+        return ns, (
+            f"namespace {env.namespace} already exists and does not belong to this "
+            "TestEnvironment; it is never adopted: delete it or choose another spec.namespace"
+        )
+
+    # --- apply -----------------------------------------------------------------------------
+
+    async def apply(self, env: Environment, state: EnvState) -> bool:
+        """Apply every object; False (and nothing applied) on a namespace conflict."""
+        _, conflict = await self.namespace_conflict(env)
+        if conflict:
+            return False
+        objects = render.render_environment(env.name, env.uid, env.spec)
+        namespace, rest = objects[0], objects[1:]
+        await self.kube.apply(namespace)
+        await asyncio.gather(*(self.kube.apply(obj) for obj in rest))
+        secret = render.render_secret(env.name, env.uid, env.spec, secrets.token_urlsafe(32))
+        created_secret = await self.kube.create(secret) is not None
+        first = state.applied_generation is None
+        state.applied_generation = env.generation
+        state.applied_at = self.clock()
+        state.reapply = False
+        what = f"{len(objects) + 1} objects in namespace {env.namespace}"
+        if created_secret:
+            self._event(env, "Normal", "NamespaceReady", f"created namespace {env.namespace}")
+        self._event(env, "Normal", "Applied" if first else "Reapplied", f"applied {what}")
+        return True
+
+    # --- observe & status ------------------------------------------------------------------
+
+    async def _details(
+        self, env: Environment, so: ServiceObservation, finding: diagnose.Finding | None
+    ) -> tuple[list[str], list[str]]:
+        """Last events and log lines of a failing service."""
+        pods = [p for p in so.pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        pod_name = (
+            finding.pod if finding else (str(pods[0]["metadata"]["name"]) if pods else so.spec.name)
+        )
+        events_raw = await self.kube.list(
+            "Event", env.namespace, field_selector=f"involvedObject.name={pod_name}"
+        )
+        events = diagnose.last_events(events_raw)
+        lines: list[str] = []
+        if pods and self.settings.log_tail_lines:
+            container = finding.container if finding else so.spec.name
+            logs = await self.kube.pod_logs(
+                env.namespace,
+                pod_name,
+                container,
+                previous=bool(finding and finding.previous_logs),
+                tail=self.settings.log_tail_lines,
+            )
+            lines = diagnose.last_lines(logs, self.settings.log_tail_lines)
+        return events, lines
+
+    async def observe(self, env: Environment, state: EnvState) -> tuple[Observation, list[str]]:
+        ns, conflict = await self.namespace_conflict(env)
+        obs = Observation(
+            name=env.name,
+            generation=state.applied_generation or env.generation,
+            created=env.created,
+            now=self.clock(),
+            spec=env.spec,
+            namespace=ns,
+            conflict=conflict,
+        )
+        if conflict or ns is None:
+            return obs, [] if conflict else ["Namespace/" + env.namespace]
+        deployments, pods, services, discovery = await asyncio.gather(
+            self.kube.list("Deployment", env.namespace, env.selector),
+            self.kube.list("Pod", env.namespace, env.selector),
+            self.kube.list("Service", env.namespace, env.selector),
+            self.kube.get("ConfigMap", DISCOVERY_CONFIGMAP, env.namespace),
+        )
+        by_name = {str(d["metadata"]["name"]): d for d in deployments}
+        service_names = {str(s["metadata"]["name"]) for s in services}
+        started = state.applied_at or env.created
+        missing: list[str] = []
+        for svc in env.spec.services:
+            deployment = by_name.get(svc.name)
+            if deployment is None:
+                missing.append(f"Deployment/{svc.name}")
+            if svc.name not in service_names:
+                missing.append(f"Service/{svc.name}")
+            svc_pods = [
+                p
+                for p in pods
+                if (p.get("metadata") or {}).get("labels", {}).get(render.SERVICE_LABEL) == svc.name
+            ]
+            obs.services.append(
+                ServiceObservation(
+                    spec=svc,
+                    deployment=deployment,
+                    pods=svc_pods,
+                    deadline=started + parse_duration(svc.readiness_timeout),
+                )
+            )
+        wanted = render.render_discovery(env.name, env.uid, env.spec)["data"]
+        obs.discovery_published = discovery is not None and discovery.get("data") == wanted
+        return obs, missing
+
+    async def refresh(self, env: Environment, state: EnvState) -> RefreshResult:
+        previous = parse_status(env.body.get("status") or {})
+        obs, missing = await self.observe(env, state)
+        status = compute_status(obs, previous)
+
+        # Evidence for new failures: last events and log lines of the failing pods.
+        prev_services = {s.name: s for s in (previous.services if previous else [])}
+        needs_details = [
+            so
+            for so, st in zip(obs.services, status.services, strict=True)
+            if st.reason in {*diagnose.FATAL_REASONS, diagnose.CRASH_REASON, "ReadinessTimeout"}
+            and (
+                prev_services.get(so.spec.name) is None
+                or prev_services[so.spec.name].reason != st.reason
+            )
+        ]
+        if needs_details:
+            details = await asyncio.gather(
+                *(self._details(env, so, diagnose.diagnose_pods(so.pods)) for so in needs_details)
+            )
+            for so, (events, lines) in zip(needs_details, details, strict=True):
+                so.events, so.log_lines = events, lines
+            status = compute_status(obs, previous)
+
+        all_ready = bool(status.services) and all(s.ready for s in status.services)
+        if not env.spec.services:
+            all_ready = obs.namespace is not None and not obs.conflict
+        if all_ready and not obs.discovery_published and not missing:
+            await self.kube.apply(render.render_discovery(env.name, env.uid, env.spec))
+            obs.discovery_published = True
+            status = compute_status(obs, previous)
+            self._event(
+                env, "Normal", "DiscoveryPublished", f"published ConfigMap {DISCOVERY_CONFIGMAP}"
+            )
+
+        if _status_changed(env.body.get("status"), status):
+            await self.kube.patch_status(env.name, status_patch(status))
+            self._post_transitions(env, previous, status)
+
+        deadlines = [
+            so.deadline
+            for so, st in zip(obs.services, status.services, strict=True)
+            if not st.ready and so.deadline is not None and so.deadline > obs.now
+        ]
+        return RefreshResult(status, missing, min(deadlines) if deadlines else None)
+
+    def _post_transitions(
+        self, env: Environment, old: TestEnvironmentStatus | None, new: TestEnvironmentStatus
+    ) -> None:
+        before = {s.name: s for s in (old.services if old else [])}
+        for svc in new.services:
+            prev = before.get(svc.name)
+            if svc.ready and not (prev and prev.ready):
+                self._event(env, "Normal", "ServiceReady", f"service {svc.name} is Ready")
+            elif svc.reason and svc.message and (prev is None or prev.reason != svc.reason):
+                if svc.reason in {
+                    *diagnose.FATAL_REASONS,
+                    diagnose.CRASH_REASON,
+                    "ReadinessTimeout",
+                }:
+                    self._event(env, "Warning", svc.reason, svc.message)
+        old_phase = old.phase if old else None
+        if new.phase != old_phase:
+            if new.phase is Phase.READY:
+                reason = "Recovered" if old_phase is Phase.DEGRADED else "Ready"
+                self._event(env, "Normal", reason, new.message or "")
+            elif new.phase in (Phase.FAILED, Phase.DEGRADED):
+                ready = next((c for c in new.conditions if c.type == "Ready"), None)
+                reason = ready.reason if ready is not None else new.phase.value
+                self._event(env, "Warning", reason, new.message or "")
+            else:
+                self._event(env, "Normal", new.phase.value, new.message or "")
+
+    # --- the reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self, body: Obj) -> RefreshResult | None:
+        """Apply (when needed) and refresh the status. Idempotent.
+
+        The TestEnvironment is read again under the environment's lock, so that concurrent
+        callers (kopf handlers, the monitor) each see the status the previous one wrote.
+        None if the environment is gone.
+        """
+        meta = body.get("metadata") or {}
+        name, uid = str(meta["name"]), str(meta.get("uid", ""))
+        state = self.state(name, uid)
+        async with state.lock:
+            fresh = await self.kube.get("TestEnvironment", name)
+            if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+                return None
+            try:
+                env = self.environment(fresh)
+            except InvalidSpec as exc:
+                await self._fail_invalid(fresh, str(exc))
+                raise
+            needs_apply = state.reapply or state.applied_generation != env.generation
+            if needs_apply:
+                await self.apply(env, state)
+            result = await self.refresh(env, state)
+            if result.missing and state.applied_generation is not None:
+                self._event(env, "Normal", "Recreating", "recreating " + ", ".join(result.missing))
+                await self.apply(env, state)
+                fresh = await self.kube.get("TestEnvironment", name)
+                if fresh is None:
+                    return None
+                result = await self.refresh(self.environment(fresh), state)
+            return result
+
+    async def _fail_invalid(self, body: Obj, message: str) -> None:
+        name = str((body.get("metadata") or {})["name"])
+        status = TestEnvironmentStatus(phase=Phase.FAILED, message=message)
+        await self.kube.patch_status(name, status_patch(status))
+
+    async def expire_if_due(self, env: Environment) -> expiry.Deadline | None:
+        due = expiry.expired(self.clock(), env.created, env.spec, env.annotations)
+        if due is None:
+            return None
+        self._event(env, "Normal", due.reason, f"deleting the environment: {due.message}")
+        await self.kube.delete("TestEnvironment", env.name)
+        return due
+
+    # --- the monitor -----------------------------------------------------------------------
+
+    def ensure_monitor(self, name: str, uid: str) -> EnvState:
+        state = self.state(name, uid)
+        if state.task is None or state.task.done():
+            state.task = asyncio.create_task(self._monitor(name, state), name=f"monitor/{name}")
+        return state
+
+    def nudge(self, name: str, *, reapply: bool = False) -> None:
+        state = self.states.get(name)
+        if state is None:
+            return
+        if reapply:
+            state.reapply = True
+        state.wake.set()
+
+    async def stop(self, name: str) -> None:
+        state = self.states.pop(name, None)
+        if state is not None and state.task is not None:
+            state.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await state.task
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(name) for name in list(self.states)))
+
+    async def _monitor(self, name: str, state: EnvState) -> None:
+        backoff = 1.0
+        while True:
+            state.wake.clear()
+            wake_at: datetime | None = None
+            try:
+                body = await self.kube.get("TestEnvironment", name)
+                meta = (body or {}).get("metadata") or {}
+                if body is None or meta.get("uid") != state.uid or meta.get("deletionTimestamp"):
+                    self.states.pop(name, None)
+                    return
+                env = self.environment(body)
+                if await self.expire_if_due(env):
+                    self.states.pop(name, None)
+                    return
+                result = await self.reconcile(body)
+                if result is None:
+                    self.states.pop(name, None)
+                    return
+                due = expiry.deadline(env.created, env.spec, env.annotations).at
+                wake_at = min(d for d in (result.wake_at, due) if d is not None)
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except InvalidSpec:
+                wake_at = None
+            except (KubeError, OSError, Exception) as exc:  # keep monitoring whatever happens
+                log.warning("reconcile of %s failed (retrying in %.0fs): %s", name, backoff, exc)
+                wake_at = self.clock() + timedelta(seconds=backoff)
+                backoff = min(backoff * 2, 30.0)
+            timeout = self.settings.resync_interval
+            if wake_at is not None:
+                timeout = min(timeout, max(0.05, (wake_at - self.clock()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(state.wake.wait(), timeout)

@@ -1,0 +1,382 @@
+"""Compute a TestEnvironment's status from what the cluster shows (pure functions).
+
+The reconciler gathers an :class:`Observation` (the Deployments and Pods of each service, the
+namespace, whether discovery is published, readiness deadlines) and the previous status;
+:func:`compute_status` returns the new status. Previous values matter for three things only:
+timings are kept once recorded, ``lastTransitionTime`` changes only with a condition's
+status, and a failure stays a failure for the same generation until the service is Ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from testenv_operator import diagnose
+from testenv_operator.api import (
+    Condition,
+    ConditionType,
+    Phase,
+    ServiceSpec,
+    ServiceStatus,
+    ServiceTimings,
+    TestEnvironmentSpec,
+    TestEnvironmentStatus,
+    Timings,
+)
+from testenv_operator.expiry import expires_at
+from testenv_operator.render import service_url
+from testenv_operator.timeutil import format_time, parse_time, seconds_since
+
+Obj = Mapping[str, Any]
+
+NAMESPACE_CONFLICT = "NamespaceConflict"
+READINESS_TIMEOUT = "ReadinessTimeout"
+# Reasons that keep a service Failed (for the same generation) until it is Ready.
+STICKY_REASONS = diagnose.FATAL_REASONS | {READINESS_TIMEOUT, diagnose.CRASH_REASON}
+
+
+@dataclass
+class ServiceObservation:
+    spec: ServiceSpec
+    deployment: Obj | None = None
+    pods: Sequence[Obj] = ()
+    deadline: datetime | None = None  # readiness timeout of the current generation
+    # Evidence for a failure message (last events, last log lines), fetched on failure.
+    events: Sequence[str] = ()
+    log_lines: Sequence[str] = ()
+
+
+@dataclass
+class Observation:
+    name: str
+    generation: int | None
+    created: datetime
+    now: datetime
+    spec: TestEnvironmentSpec
+    namespace: Obj | None = None
+    services: list[ServiceObservation] = field(default_factory=list)
+    discovery_published: bool = False
+    conflict: str | None = None  # why the namespace cannot be used
+
+
+# --- per service ---------------------------------------------------------------------------
+
+
+def deployment_ready(deployment: Obj | None, replicas: int) -> tuple[bool, int]:
+    """(ready, readyReplicas) of a Deployment rolled out to ``replicas`` up-to-date pods."""
+    if deployment is None:
+        return False, 0
+    meta = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    status = deployment.get("status") or {}
+    ready_replicas = int(status.get("readyReplicas") or 0)
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return False, ready_replicas
+    want = int(spec.get("replicas", replicas))
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    ok = updated >= want and ready_replicas >= want and available >= want and total <= want
+    return ok, ready_replicas
+
+
+def _earliest(values: Sequence[datetime | None]) -> datetime | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def _pod_condition_time(pod: Obj, kind: str) -> datetime | None:
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return parse_time(cond.get("lastTransitionTime"))
+    return None
+
+
+def _pod_started(pod: Obj) -> datetime | None:
+    times = [
+        parse_time(((cs.get("state") or {}).get("running") or {}).get("startedAt"))
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []
+    ]
+    return _earliest(times)
+
+
+def service_timings(
+    created: datetime, pods: Sequence[Obj], previous: ServiceTimings | None
+) -> ServiceTimings:
+    prev = previous or ServiceTimings()
+    return ServiceTimings(
+        scheduled=prev.scheduled
+        if prev.scheduled is not None
+        else seconds_since(
+            created, _earliest([_pod_condition_time(p, "PodScheduled") for p in pods])
+        ),
+        started=prev.started
+        if prev.started is not None
+        else seconds_since(created, _earliest([_pod_started(p) for p in pods])),
+        ready=prev.ready
+        if prev.ready is not None
+        else seconds_since(created, _earliest([_pod_condition_time(p, "Ready") for p in pods])),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceVerdict:
+    status: ServiceStatus
+    state: str  # "ready" | "progressing" | "degraded" | "failed"
+
+
+def service_verdict(
+    obs: ServiceObservation,
+    *,
+    namespace: str,
+    created: datetime,
+    now: datetime,
+    previous: ServiceStatus | None,
+    same_generation: bool,
+) -> ServiceVerdict:
+    svc = obs.spec
+    ready, ready_replicas = deployment_ready(obs.deployment, svc.replicas)
+    timings = service_timings(created, obs.pods, previous.timings if previous else None)
+    if ready and timings.ready is None:
+        timings = timings.model_copy(update={"ready": seconds_since(created, now)})
+    was_ready = previous is not None and (previous.ready or previous.timings.ready is not None)
+    base: dict[str, Any] = {
+        "name": svc.name,
+        "ready": ready,
+        "ready_replicas": ready_replicas,
+        "replicas": svc.replicas,
+        "url": service_url(svc, namespace),
+        "timings": timings,
+    }
+    if ready:
+        return ServiceVerdict(ServiceStatus(**base), "ready")
+
+    finding = diagnose.diagnose_pods(obs.pods)
+    if finding is not None:
+        message = diagnose.describe(svc.name, finding, obs.events, obs.log_lines)
+        state = "degraded" if finding.crash and was_ready else "failed"
+        return ServiceVerdict(ServiceStatus(**base, reason=finding.reason, message=message), state)
+    if (
+        previous is not None
+        and same_generation
+        and previous.reason in STICKY_REASONS
+        and not previous.ready
+    ):
+        # A crash-looping container is briefly "running" between restarts; an image error
+        # does not heal by itself: stay failed until the service is Ready or the spec changes.
+        state = "degraded" if was_ready else "failed"
+        return ServiceVerdict(
+            ServiceStatus(**base, reason=previous.reason, message=previous.message), state
+        )
+    reason, detail = diagnose.pending_reason(obs.pods, obs.deployment)
+    if was_ready:
+        return ServiceVerdict(
+            ServiceStatus(**base, reason=reason, message=f"service {svc.name}: {detail}"),
+            "degraded",
+        )
+    if obs.deadline is not None and now >= obs.deadline:
+        message = (
+            f"service {svc.name}: not Ready within readinessTimeout {svc.readiness_timeout}: "
+            f"{reason}: {detail}"
+        )
+        if obs.events:
+            message += "; last events: " + " | ".join(obs.events)
+        if obs.log_lines:
+            message += "; last log lines: " + " | ".join(obs.log_lines)
+        return ServiceVerdict(
+            ServiceStatus(**base, reason=READINESS_TIMEOUT, message=message), "failed"
+        )
+    return ServiceVerdict(
+        ServiceStatus(**base, reason=reason, message=f"service {svc.name}: {detail}"),
+        "progressing",
+    )
+
+
+# --- conditions ----------------------------------------------------------------------------
+
+
+def set_condition(
+    previous: Sequence[Condition],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> Condition:
+    value = "True" if status else "False"
+    old = next((c for c in previous if c.type == type_), None)
+    since = (
+        old.last_transition_time if old is not None and old.status == value else format_time(now)
+    )
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def conditions_for(
+    phase: Phase,
+    reason: str,
+    message: str,
+    previous: Sequence[Condition],
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    ready = phase is Phase.READY
+    progressing = phase in (Phase.PENDING, Phase.PROVISIONING)
+    degraded = phase in (Phase.DEGRADED, Phase.FAILED)
+    return [
+        set_condition(previous, ConditionType.READY, ready, reason, message, now, generation),
+        set_condition(
+            previous,
+            ConditionType.PROGRESSING,
+            progressing,
+            reason,
+            message,
+            now,
+            generation,
+        ),
+        set_condition(
+            previous,
+            ConditionType.DEGRADED,
+            degraded,
+            reason if degraded else "AsExpected",
+            message if degraded else "",
+            now,
+            generation,
+        ),
+    ]
+
+
+# --- the environment -----------------------------------------------------------------------
+
+
+def ready_count(services: Sequence[ServiceStatus]) -> str:
+    return f"{sum(1 for s in services if s.ready)}/{len(services)}"
+
+
+def compute_status(
+    obs: Observation, previous: TestEnvironmentStatus | None
+) -> TestEnvironmentStatus:
+    prev = previous or TestEnvironmentStatus()
+    spec = obs.spec
+    namespace = spec.namespace_for(obs.name)
+    expires = format_time(expires_at(obs.created, spec))
+    ns_created = prev.timings.namespace_created
+    if ns_created is None and obs.namespace is not None and not obs.conflict:
+        ns_created = seconds_since(
+            obs.created, parse_time((obs.namespace.get("metadata") or {}).get("creationTimestamp"))
+        )
+
+    if obs.conflict:
+        message = obs.conflict
+        return TestEnvironmentStatus(
+            phase=Phase.FAILED,
+            message=message,
+            namespace=namespace,
+            observed_generation=obs.generation,
+            conditions=conditions_for(
+                Phase.FAILED, NAMESPACE_CONFLICT, message, prev.conditions, obs.now, obs.generation
+            ),
+            services=[],
+            ready_services=f"0/{len(spec.services)}",
+            timings=prev.timings,
+            expires_at=expires,
+        )
+
+    same_generation = prev.observed_generation == obs.generation
+    previous_services = {s.name: s for s in prev.services}
+    verdicts = [
+        service_verdict(
+            so,
+            namespace=namespace,
+            created=obs.created,
+            now=obs.now,
+            previous=previous_services.get(so.spec.name),
+            same_generation=same_generation,
+        )
+        for so in obs.services
+    ]
+    statuses = [v.status for v in verdicts]
+    failed = [v.status for v in verdicts if v.state == "failed"]
+    degraded = [v.status for v in verdicts if v.state == "degraded"]
+    waiting = [v.status for v in verdicts if v.state == "progressing"]
+    all_ready = not (failed or degraded or waiting)
+    count = ready_count(statuses)
+
+    if failed:
+        phase, reason = Phase.FAILED, failed[0].reason or "Failed"
+        message = "; ".join(s.message or s.name for s in failed)
+    elif degraded:
+        phase, reason = Phase.DEGRADED, degraded[0].reason or "Degraded"
+        message = "; ".join(s.message or s.name for s in degraded)
+    elif all_ready and obs.discovery_published:
+        phase, reason = Phase.READY, "AllServicesReady"
+        message = f"{count} services ready; discovery published"
+    elif all_ready:
+        phase, reason = Phase.PROVISIONING, "PublishingDiscovery"
+        message = f"{count} services ready; publishing discovery"
+    else:
+        phase, reason = Phase.PROVISIONING, "WaitingForServices"
+        message = f"{count} services ready; waiting for " + ", ".join(
+            f"{s.name} ({s.reason})" for s in waiting
+        )
+
+    discovery_published = prev.timings.discovery_published
+    if discovery_published is None and obs.discovery_published:
+        discovery_published = seconds_since(obs.created, obs.now)
+    ready_at = prev.timings.ready
+    if ready_at is None and phase is Phase.READY:
+        ready_at = seconds_since(obs.created, obs.now)
+
+    return TestEnvironmentStatus(
+        phase=phase,
+        message=message,
+        namespace=namespace,
+        observed_generation=obs.generation,
+        conditions=conditions_for(phase, reason, message, prev.conditions, obs.now, obs.generation),
+        services=statuses,
+        ready_services=count,
+        timings=Timings(
+            namespace_created=ns_created,
+            discovery_published=discovery_published,
+            ready=ready_at,
+        ),
+        expires_at=expires,
+    )
+
+
+def status_patch(status: TestEnvironmentStatus) -> dict[str, Any]:
+    """A JSON merge patch body that replaces the whole status (unset fields become null)."""
+    wire = status.to_wire()
+    for name, info in TestEnvironmentStatus.model_fields.items():
+        key = info.alias or name
+        wire.setdefault(key, None)
+    timings = wire.get("timings") or {}
+    for name, info in Timings.model_fields.items():
+        timings.setdefault(info.alias or name, None)
+    wire["timings"] = timings
+    return {"status": wire}
+
+
+def parse_status(raw: object) -> TestEnvironmentStatus | None:
+    """The stored status, or None if absent or not understood (then it is recomputed)."""
+    if not isinstance(raw, Mapping) or not raw:
+        return None
+    try:
+        return TestEnvironmentStatus.model_validate(
+            {k: v for k, v in raw.items() if k in _STATUS_KEYS and v is not None}
+        )
+    except ValueError:
+        return None
+
+
+_STATUS_KEYS = {info.alias or name for name, info in TestEnvironmentStatus.model_fields.items()}

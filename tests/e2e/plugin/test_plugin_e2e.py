@@ -1,0 +1,195 @@
+"""The plugin against a real cluster (KUBECONFIG) with the operator installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import kr8s
+import pytest
+import yaml
+from kr8s.objects import new_class
+from testenv_operator.api import API_VERSION, KIND, PLURAL, SPEC_HASH_LABEL
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
+
+PLAN_TESTS = '''
+def test_websocket_auth_flow(real_services):
+    token = await real_services.auth_client.login("test@example.com", "password")
+    ws_client = await real_services.websocket_factory(token)
+    await ws_client.connect()
+    await ws_client.send_chat("Hello")
+    response = await ws_client.receive()
+    assert response["type"] == "chat_response"
+
+def test_first_time_user_journey(real_services):
+    user = await real_services.auth_client.register(
+        email="new@example.com",
+        password="secure123"
+    )
+    token = await real_services.auth_client.login(user.email, "secure123")
+    ws = await real_services.websocket_factory(token)
+    await ws.connect()
+    await ws.send({"type": "onboarding_start"})
+'''
+
+# Safe to run many times against one environment (no fixed registrations).
+RECORD_ENV = '''
+import os
+from pathlib import Path
+
+def test_record(real_services_sync):
+    rs = real_services_sync
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    Path(f"env-{worker}").write_text(rs.environment.name)
+    token = rs.auth_client.login("test@example.com", "password")
+    assert rs.backend_client.me(token)["email"] == "test@example.com"
+'''
+
+
+def run(pytester: pytest.Pytester, *args: str, timeout: float = 600) -> pytest.RunResult:
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
+
+
+TENV = new_class(kind=KIND, version=API_VERSION, namespaced=False, plural=PLURAL,
+                            asyncio=False)
+
+
+def api() -> Any:
+    return kr8s.api(kubeconfig=os.environ.get("KUBECONFIG"))
+
+
+def get_env(name: str) -> Any | None:
+    try:
+        return TENV.get(name, api=api())
+    except kr8s.NotFoundError:
+        return None
+
+
+def wait_gone(name: str, timeout: float) -> None:
+    """Watch the TestEnvironment until it is deleted (a watch, not a polling sleep)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while True:
+            obj = get_env(name)
+            if obj is None:
+                break
+            for event, _ in obj.watch():
+                if event == "DELETED":
+                    done.set()
+                    return
+        done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert done.wait(timeout), f"TestEnvironment {name} still exists after {timeout:.0f}s"
+
+
+def test_plan_tests_in_real_mode(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=PLAN_TESTS)
+    result = run(pytester, "--testenv-report=report.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.re_match_lines([r"testenv: created TestEnvironment pytest-\w+",
+                                  r"testenv: \w+ ready \(\d+\.\ds\) \[1/3\]",
+                                  r"testenv: \w+ ready .*\[3/3\]"])
+    report = json.loads((pytester.path / "report.json").read_text())
+    env = report["environment"]
+    assert env["mode"] == "real" and env["namespace"]
+    assert report["phases"].get("ready") is not None
+    assert all(c["ok"] for c in report["health_check_results"].values())
+    assert not (pytester.path / ".service_discovery").exists()
+    wait_gone(env["name"], timeout=120)  # deleted at teardown
+
+
+def test_xdist_shared_environment(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=PLAN_TESTS, test_record=RECORD_ENV)
+    result = run(pytester, "-n", "2", "--testenv-report=report.json")
+    result.assert_outcomes(passed=3)
+    report = json.loads((pytester.path / "report.json").read_text())
+    names = {w["environment"]["name"] for w in report["workers"].values()}
+    assert len(names) == 1, report["workers"]  # provisioned once, shared by both workers
+    wait_gone(names.pop(), timeout=120)
+
+
+def test_reuse_second_run_is_fast_and_reuses(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_record=RECORD_ENV)
+    first = run(pytester, "--testenv-reuse")
+    first.assert_outcomes(passed=1)
+    name = (pytester.path / "env-main").read_text()
+    try:
+        started = time.monotonic()
+        second = run(pytester, "--testenv-reuse")
+        took = time.monotonic() - started
+        second.assert_outcomes(passed=1)
+        assert (pytester.path / "env-main").read_text() == name
+        out = second.stdout.str()
+        assert f"testenv: reusing TestEnvironment {name}" in out
+        assert "testenv: created TestEnvironment" not in out
+        obj = get_env(name)
+        assert obj is not None and not obj.metadata.get("deletionTimestamp")
+        same_hash = list(api().get(
+            TENV, label_selector={SPEC_HASH_LABEL: obj.labels[SPEC_HASH_LABEL]}))
+        assert [o.name for o in same_hash] == [name]
+        assert took < 60
+    finally:
+        obj = get_env(name)
+        if obj is not None:
+            obj.delete()
+
+
+def test_killed_pytest_env_expires_with_its_lease(pytester: pytest.Pytester) -> None:
+    spec = pytester.path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"lease": "20s"}))
+    pytester.makepyfile(test_hang='''
+        import time
+        from pathlib import Path
+
+        def test_hang(real_services_sync):
+            Path("env-name").write_text(real_services_sync.environment.name)
+            time.sleep(600)
+    ''')
+    proc = pytester.popen(
+        [*pytester._getpytestargs(), "-p", "no:cacheprovider", f"--testenv-spec={spec}"],
+        stdout=open(pytester.path / "out.txt", "wb"),
+        stderr=open(pytester.path / "err.txt", "wb"),
+    )
+    name_file = pytester.path / "env-name"
+    deadline = time.monotonic() + 300
+    try:
+        while not name_file.exists():  # the inner session provisions: wait for its test
+            assert proc.poll() is None, "inner pytest ended early"
+            assert time.monotonic() < deadline, "the environment never became ready"
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    name = name_file.read_text()
+    obj = get_env(name)
+    assert obj is not None and obj.spec["lease"] == "20s"
+    wait_gone(name, timeout=180)
+
+
+def test_local_mode_passes_the_same_suite(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=PLAN_TESTS, test_record=RECORD_ENV)
+    result = run(pytester, "--testenv-mode=local")
+    result.assert_outcomes(passed=3)
+
+
+def test_operator_missing_or_failed_env_is_reported(pytester: pytest.Pytester) -> None:
+    """A spec whose image cannot be pulled: fail with the status message and forensics."""
+    spec = pytester.path / "bad.yaml"
+    spec.write_text(yaml.safe_dump({"services": [{
+        "name": "auth", "image": "testenv/does-not-exist:0", "readinessTimeout": "20s"}]}))
+    pytester.makepyfile(test_x="def test_a(real_services_sync): pass\n")
+    result = run(
+        pytester, f"--testenv-spec={spec}", "--testenv-timeout=120")
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    assert "EnvironmentFailedError" in out
+    assert "testenv forensics" in out and "events in testenv-" in out
+
+

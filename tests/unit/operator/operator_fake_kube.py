@@ -1,0 +1,92 @@
+"""An in-memory KubeClient for reconcile tests."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from testenv_operator.kube import KINDS
+
+Obj = dict[str, Any]
+_uids = itertools.count(1)
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str | None, str], Obj] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self.logs: dict[str, str] = {}
+
+    @staticmethod
+    def key(kind: str, name: str, namespace: str | None) -> tuple[str, str | None, str]:
+        return (kind, namespace if KINDS[kind].namespaced else None, name)
+
+    def put(self, obj: Obj) -> Obj:
+        meta = obj.setdefault("metadata", {})
+        meta.setdefault("uid", f"uid-{next(_uids)}")
+        meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+        meta.setdefault("generation", 1)
+        self.objects[self.key(obj["kind"], meta["name"], meta.get("namespace"))] = obj
+        return obj
+
+    def find(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        return self.objects.get(self.key(kind, name, namespace))
+
+    async def apply(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        self.calls.append(("apply", obj["kind"], meta["name"]))
+        old = self.find(obj["kind"], meta["name"], meta.get("namespace"))
+        new = copy.deepcopy(obj)
+        if old is not None:
+            new["metadata"] = {**old["metadata"], **new["metadata"]}
+            if "status" in old:
+                new["status"] = old["status"]
+        return copy.deepcopy(self.put(new))
+
+    async def create(self, obj: Obj) -> Obj | None:
+        meta = obj["metadata"]
+        self.calls.append(("create", obj["kind"], meta["name"]))
+        if self.find(obj["kind"], meta["name"], meta.get("namespace")) is not None:
+            return None
+        return copy.deepcopy(self.put(copy.deepcopy(obj)))
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        found = self.find(kind, name, namespace)
+        return copy.deepcopy(found) if found is not None else None
+
+    async def list(
+        self,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Obj]:
+        wanted = dict(p.split("=", 1) for p in label_selector.split(",")) if label_selector else {}
+        out = []
+        for (k, ns, _), obj in self.objects.items():
+            if k != kind or (namespace and ns != namespace):
+                continue
+            labels = obj["metadata"].get("labels") or {}
+            if all(labels.get(a) == b for a, b in wanted.items()):
+                out.append(copy.deepcopy(obj))
+        return out
+
+    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        self.calls.append(("delete", kind, name))
+        return self.objects.pop(self.key(kind, name, namespace), None) is not None
+
+    async def patch_status(self, name: str, patch: Obj) -> Obj | None:
+        obj = self.find("TestEnvironment", name)
+        if obj is None:
+            return None
+        status = {k: v for k, v in patch["status"].items() if v is not None}
+        if isinstance(status.get("timings"), dict):
+            status["timings"] = {k: v for k, v in status["timings"].items() if v is not None}
+        obj["status"] = status
+        return copy.deepcopy(obj)
+
+    async def pod_logs(
+        self, namespace: str, pod: str, container: str, *, previous: bool, tail: int
+    ) -> str:
+        return self.logs.get(pod, "")

@@ -1,0 +1,134 @@
+"""Rendering: golden files from the samples, and the contracts of ARCHITECTURE.md.
+
+Regenerate the golden files with ``UPDATE_GOLDEN=1 pytest tests/unit/operator``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from testenv_operator.api import TestEnvironmentSpec
+from testenv_operator.render import (
+    render_deployment,
+    render_discovery,
+    render_environment,
+    render_secret,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+GOLDEN = Path(__file__).parent / "golden"
+SAMPLES = sorted((ROOT / "manifests/samples").glob("*.yaml"))
+UID = "00000000-0000-0000-0000-000000000001"
+
+
+def _render_sample(path: Path) -> list[dict[str, Any]]:
+    doc = yaml.safe_load(path.read_text())
+    name = doc["metadata"]["name"]
+    spec = TestEnvironmentSpec.model_validate(doc.get("spec") or {})
+    return [
+        *render_environment(name, UID, spec),
+        render_secret(name, UID, spec, "GOLDEN-SECRET"),
+        render_discovery(name, UID, spec),
+    ]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[p.stem for p in SAMPLES])
+def test_golden(sample: Path) -> None:
+    text = yaml.safe_dump_all(_render_sample(sample), sort_keys=False, width=100)
+    golden = GOLDEN / sample.name
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert golden.exists(), "no golden file: run UPDATE_GOLDEN=1 pytest tests/unit/operator"
+    assert text == golden.read_text(), "render changed: UPDATE_GOLDEN=1 pytest ... if intended"
+
+
+def test_samples_exist() -> None:
+    assert {p.stem for p in SAMPLES} >= {"minimal", "full"}
+
+
+def test_namespace_and_owner() -> None:
+    spec = TestEnvironmentSpec()
+    objs = render_environment("demo", UID, spec)
+    ns = objs[0]
+    assert ns["kind"] == "Namespace" and ns["metadata"]["name"] == "testenv-demo"
+    labels = ns["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "testenv-operator"
+    assert labels["testenv.dev/environment"] == "demo"
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    for obj in objs:
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert owner == {
+            "apiVersion": "testenv.dev/v1alpha1",
+            "kind": "TestEnvironment",
+            "name": "demo",
+            "uid": UID,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    kinds = [o["kind"] for o in objs]
+    assert "Secret" not in kinds and "ConfigMap" not in kinds
+    assert kinds.count("Deployment") == kinds.count("Service") == 3
+
+
+def test_container_contract() -> None:
+    spec = TestEnvironmentSpec()
+    dep = render_deployment("demo", UID, spec, spec.service("backend"))
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    names = [e["name"] for e in c["env"]]
+    assert names[:4] == ["PORT", "TESTENV_ENVIRONMENT", "TESTENV_NAMESPACE", "TESTENV_SERVICE"]
+    assert env["PORT"] == "8081"
+    assert env["TESTENV_NAMESPACE"] == "testenv-demo"
+    assert env["TESTENV_AUTH_URL"] == "http://auth.testenv-demo.svc.cluster.local:8080"
+    assert env["TESTENV_FRONTEND_URL"] == "http://frontend.testenv-demo.svc.cluster.local:8082"
+    assert env["TESTENV_SECRET_KEY"] == {
+        "secretKeyRef": {"name": "testenv-secrets", "key": "secret-key"}
+    }
+    sc = c["securityContext"]
+    assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert c["imagePullPolicy"] == "IfNotPresent"
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_url_variable_of_dashed_names() -> None:
+    spec = TestEnvironmentSpec.model_validate(
+        {"services": [{"name": "user-api", "image": "x"}]}
+    )
+    dep = render_deployment("e", UID, spec, spec.services[0])
+    names = [e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert "TESTENV_USER_API_URL" in names
+
+
+def test_values_cannot_break_yaml() -> None:
+    nasty = 'a"b\nc: d\n- e {{ x }} # f'
+    spec = TestEnvironmentSpec.model_validate(
+        {"services": [{"name": "a", "image": "x", "env": [{"name": "V", "value": nasty}],
+                       "args": [nasty]}]}
+    )
+    dep = render_deployment("e", UID, spec, spec.services[0])
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["env"][-1] == {"name": "V", "value": nasty}
+    assert c["args"] == [nasty]
+
+
+def test_discovery_records() -> None:
+    spec = TestEnvironmentSpec()
+    cm = render_discovery("demo", UID, spec)
+    assert cm["metadata"]["name"] == "testenv-discovery"
+    assert set(cm["data"]) == {"auth.json", "backend.json", "frontend.json"}
+    import json
+
+    rec = json.loads(cm["data"]["backend.json"])
+    assert rec["host"] == "backend.testenv-demo.svc.cluster.local"
+    assert rec["ws_url"] == "ws://backend.testenv-demo.svc.cluster.local:8081/ws"

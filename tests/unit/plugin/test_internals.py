@@ -1,0 +1,99 @@
+"""Pure unit tests of the plugin's building blocks (no processes, no cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from testenv_operator.api import DiscoveryRecord, TestEnvironmentSpec, reference_services
+from testenv_pytest import ServiceDiscovery, TestClientFactory
+from testenv_pytest._environment import KubeEnvironment, load_spec, spec_hash
+from testenv_pytest._errors import EnvironmentFailedError
+from testenv_pytest._portforward import localize, pod_selector
+from testenv_pytest.discovery import remove_discovery_files, write_discovery_files
+
+
+def test_spec_hash_ignores_the_lease_but_not_the_services() -> None:
+    base = TestEnvironmentSpec()
+    assert spec_hash(base) == spec_hash(base.model_copy(update={"lease": "20s"}))
+    other = TestEnvironmentSpec(services=reference_services(tag="0.2.0"))
+    assert spec_hash(base) != spec_hash(other)
+    assert len(spec_hash(base)) == 16
+
+
+def test_load_spec_resource_or_bare_spec(tmp_path: Path) -> None:
+    assert load_spec(None) == (TestEnvironmentSpec(), {})
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({"lease": "20s", "ttl": "10m"}))
+    spec, labels = load_spec(bare)
+    assert (spec.lease, spec.ttl, labels) == ("20s", "10m", {})
+    full = tmp_path / "full.yaml"
+    full.write_text(yaml.safe_dump({
+        "apiVersion": "testenv.dev/v1alpha1", "kind": "TestEnvironment",
+        "metadata": {"name": "ignored", "labels": {"team": "a"}}, "spec": {"lease": "30s"},
+    }))
+    spec, labels = load_spec(full)
+    assert (spec.lease, labels) == ("30s", {"team": "a"})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spec: {ttl: forever}\n")
+    with pytest.raises(EnvironmentFailedError, match="invalid spec"):
+        load_spec(bad)
+
+
+@pytest.mark.parametrize(
+    ("reuse", "keep", "spec_lease", "expected"),
+    [(False, False, None, "2m"), (False, False, "20s", "20s"), (True, False, "20s", None),
+     (False, True, None, None)],
+)
+def test_lease_only_when_the_session_deletes(
+    reuse: bool, keep: bool, spec_lease: str | None, expected: str | None
+) -> None:
+    env = KubeEnvironment(TestEnvironmentSpec(lease=spec_lease), reuse=reuse, keep=keep)
+    assert env.spec.lease == expected
+    manifest = env._manifest()
+    assert manifest["metadata"]["name"].startswith("pytest-")
+    labels = manifest["metadata"]["labels"]
+    assert labels["testenv.dev/spec-hash"] == env.hash
+    assert labels["testenv.dev/created-by"] == "pytest-plugin"
+    assert ("testenv.dev/reusable" in labels) == reuse
+    assert "testenv.dev/lease-renewed-at" in manifest["metadata"]["annotations"]
+
+
+def test_localize_rewrites_every_url() -> None:
+    svc = reference_services()[1]
+    remote = DiscoveryRecord.for_service(svc, "backend.testenv-x.svc.cluster.local")
+    local = localize(remote, "127.0.0.1", 40000)
+    assert local.base_url == "http://127.0.0.1:40000"
+    assert local.health_url == "http://127.0.0.1:40000/health"
+    assert local.ws_url == "ws://127.0.0.1:40000/ws"
+    assert (local.name, local.port) == ("backend", 40000)
+    assert pod_selector("e", "backend") == {"app.kubernetes.io/name": "backend",
+                                            "testenv.dev/environment": "e"}
+
+
+def test_discovery_files_roundtrip(tmp_path: Path) -> None:
+    records = {s.name: DiscoveryRecord.for_service(s, "127.0.0.1", 5000 + i)
+               for i, s in enumerate(reference_services())}
+    written = write_discovery_files(tmp_path / "d" / "gw0", records)
+    discovery = ServiceDiscovery(discovery_dir=tmp_path / "d" / "gw0")
+    assert discovery.services() == ["auth", "backend", "frontend"]
+    info = asyncio.run(discovery.get_service_info("backend"))
+    assert (info.port, info.base_url, info.ws_url) == (
+        5001, "http://127.0.0.1:5001", "ws://127.0.0.1:5001/ws")
+    assert json.loads((tmp_path / "d" / "gw0" / "auth.json").read_text())["port"] == 5000
+    ws = asyncio.run(TestClientFactory(discovery).create_websocket_client("a b/c"))
+    assert ws.url == "ws://127.0.0.1:5001/ws?token=a%20b%2Fc"
+    with pytest.raises(LookupError, match="no discovery record for service 'nope'"):
+        asyncio.run(discovery.get_service_info("nope"))
+    remove_discovery_files(written, root=tmp_path / "d")
+    assert not (tmp_path / "d").exists() and tmp_path.exists()
+
+
+def test_discovery_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TESTENV_DISCOVERY_DIR", str(tmp_path))
+    assert ServiceDiscovery().discovery_dir == tmp_path
+    monkeypatch.delenv("TESTENV_DISCOVERY_DIR")
+    assert ServiceDiscovery().discovery_dir == Path(".service_discovery")
