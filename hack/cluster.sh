@@ -397,15 +397,38 @@ cmd_up() {
   start_dns
   wait_node_ready
   ln -sf "$KUBECONFIG" "$STATE_DIR/kubeconfig"
-  local took=$(( $(now) - t0 ))
-  echo "$took" >"$STATE_DIR/.bringup-$([[ $warm == 1 ]] && echo warm || echo cold)"
-  ok "cluster up in ${took}s ($([[ $warm == 1 ]] && echo warm || echo cold) start; cached binaries: $CACHE_DIR/bin)"
-  [[ -f "$STATE_DIR/.bringup-cold" ]] && echo "   cold bring-up (build included): $(cat "$STATE_DIR/.bringup-cold")s" >&2
+  local took=$(( $(now) - t0 )) kind=warm
+  [[ $warm == 1 ]] || kind=cold
+  echo "$took" >"$CACHE_DIR/logs/bringup-$kind.seconds"
+  ok "cluster up in ${took}s ($kind start)"
+  for k in cold warm; do
+    [[ -f "$CACHE_DIR/logs/bringup-$k.seconds" ]] \
+      && echo "   last $k bring-up: $(cat "$CACHE_DIR/logs/bringup-$k.seconds")s$([[ $k == cold ]] && echo ' (building every component from source)')" >&2
+  done
   echo "   kubectl: $K8S_BIN/kubectl" >&2
   echo "export KUBECONFIG=$KUBECONFIG"
 }
 
 # --- teardown --------------------------------------------------------------------------
+
+# remove_chains REGEX — delete every iptables/ip6tables chain whose name matches REGEX, and the
+# rules that jump to them, in every table (kubelet, kube-proxy and CNI plugins all add some).
+remove_chains() {
+  local re="$1" tool table rule chain
+  for tool in iptables ip6tables; do
+    for table in filter nat mangle raw; do
+      { "$tool" -w -t "$table" -S 2>/dev/null | grep -E "^-A .* -j ($re)" || true; } | sed "s/^-A/-D/" | while read -r rule; do
+        eval "$tool" -w -t "$table" "$rule" 2>/dev/null || true
+      done
+      for chain in $("$tool" -w -t "$table" -S 2>/dev/null | awk '/^-N /{print $2}' | grep -E "^($re)"); do
+        "$tool" -w -t "$table" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$tool" -w -t "$table" -S 2>/dev/null | awk '/^-N /{print $2}' | grep -E "^($re)"); do
+        "$tool" -w -t "$table" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
+}
 
 cmd_down() {
   log "stopping the local cluster"
@@ -427,20 +450,10 @@ cmd_down() {
   # Pod network namespaces, mounts and interfaces left by the runtime.
   for ns in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$ns" 2>/dev/null || true; done
   if [[ -d "$STATE_DIR" ]]; then
-    grep -o " $STATE_DIR[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    { grep -o " $STATE_DIR[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   fi
   ip link delete "$CNI_BRIDGE" 2>/dev/null || true
-  for chain in $(iptables -w -t nat -S 2>/dev/null | awk '/^-N CNI-/{print $2}'); do
-    iptables -w -t nat -F "$chain" 2>/dev/null || true
-  done
-  for table in nat filter; do
-    iptables -w -t "$table" -S 2>/dev/null | grep -E '^-A .*CNI-' | sed 's/^-A/-D/' | while read -r rule; do
-      eval iptables -w -t "$table" "$rule" 2>/dev/null || true
-    done
-    for chain in $(iptables -w -t "$table" -S 2>/dev/null | awk '/^-N CNI-/{print $2}'); do
-      iptables -w -t "$table" -X "$chain" 2>/dev/null || true
-    done
-  done
+  remove_chains 'KUBE-|CNI-'
   guard_remove
   for hier in /sys/fs/cgroup/*/; do
     [[ -d "$hier/kubepods" ]] && find "$hier/kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null || true

@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     helm = find_helm()
     if helm is None:
-        print("warning: no helm found ($HELM, pinned build, PATH): manifests/ not rendered",
-              file=sys.stderr)
+        print(
+            "warning: no helm found ($HELM, pinned build, PATH): manifests/ not rendered",
+            file=sys.stderr,
+        )
     stale = []
     for path, text in generated(helm).items():
         if path.exists() and path.read_text() == text:
@@ -99,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
     if args.check and stale:
-        print("stale generated files (run python hack/gen-manifests.py): "
-              + ", ".join(map(str, stale)), file=sys.stderr)
+        print(
+            "stale generated files (run python hack/gen-manifests.py): "
+            + ", ".join(map(str, stale)),
+            file=sys.stderr,
+        )
         return 1
     for path in stale:
         print(f"wrote {path}")

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
-
 from testenv_operator.api import (
     DiscoveryRecord,
     ServiceSpec,

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from testenv_operator import crd
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,7 +33,8 @@ def _walk(node: Any, path: str = "") -> list[tuple[str, str, Any]]:
 
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    return crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    result: dict[str, Any] = crd.crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return result
 
 
 def test_schema_is_structural(schema: dict[str, Any]) -> None:
@@ -46,9 +46,7 @@ def test_schema_is_structural(schema: dict[str, Any]) -> None:
         if key in ("properties",):
             for name, sub in value.items():
                 assert "type" in sub, f"{path}.{name} has no type"
-    assert "additionalProperties" not in json.dumps(schema).replace(
-        '"additionalProperties": {', ""
-    )
+    assert "additionalProperties" not in json.dumps(schema).replace('"additionalProperties": {', "")
 
 
 def test_names_and_scope() -> None:
@@ -86,9 +84,9 @@ def test_spec_defaults_and_rules(schema: dict[str, Any]) -> None:
     assert item["properties"]["image"]["minLength"] == 1
     env = item["properties"]["env"]
     assert env["x-kubernetes-list-type"] == "map"
-    assert "reserved" in env["items"]["properties"]["name"]["x-kubernetes-validations"][0][
-        "message"
-    ]
+    assert (
+        "reserved" in env["items"]["properties"]["name"]["x-kubernetes-validations"][0]["message"]
+    )
     # optional fields are simply not required, never null
     assert "nullable" not in json.dumps(schema)
     assert "websocketPath" not in item["required"]
@@ -133,15 +131,21 @@ def _gen_manifests() -> Any:
 def test_committed_manifests_are_current() -> None:
     gen = _gen_manifests()
     helm = gen.find_helm()
-    if helm is None or not shutil.which(helm) and not Path(helm).exists():
+    if helm is None or (not shutil.which(helm) and not Path(helm).exists()):
         pytest.skip("helm is not installed")
     fresh = gen.generated(helm)
     for path, text in fresh.items():
         assert path.read_text() == text, f"{path} is stale: run python hack/gen-manifests.py"
     docs = [d for d in yaml.safe_load_all(fresh[gen.MANIFEST_FILE]) if d]
     kinds = {d["kind"] for d in docs}
-    assert {"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole",
-            "ClusterRoleBinding", "Deployment"} <= kinds
+    assert {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+    } <= kinds
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "testenv/operator:0.1.0"

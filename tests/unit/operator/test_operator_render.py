@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from testenv_operator.api import TestEnvironmentSpec
 from testenv_operator.render import (
     render_deployment,
@@ -102,9 +101,7 @@ def test_container_contract() -> None:
 
 
 def test_url_variable_of_dashed_names() -> None:
-    spec = TestEnvironmentSpec.model_validate(
-        {"services": [{"name": "user-api", "image": "x"}]}
-    )
+    spec = TestEnvironmentSpec.model_validate({"services": [{"name": "user-api", "image": "x"}]})
     dep = render_deployment("e", UID, spec, spec.services[0])
     names = [e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]]
     assert "TESTENV_USER_API_URL" in names
@@ -113,8 +110,11 @@ def test_url_variable_of_dashed_names() -> None:
 def test_values_cannot_break_yaml() -> None:
     nasty = 'a"b\nc: d\n- e {{ x }} # f'
     spec = TestEnvironmentSpec.model_validate(
-        {"services": [{"name": "a", "image": "x", "env": [{"name": "V", "value": nasty}],
-                       "args": [nasty]}]}
+        {
+            "services": [
+                {"name": "a", "image": "x", "env": [{"name": "V", "value": nasty}], "args": [nasty]}
+            ]
+        }
     )
     dep = render_deployment("e", UID, spec, spec.services[0])
     c = dep["spec"]["template"]["spec"]["containers"][0]

@@ -1,0 +1,255 @@
+"""The operator against a real cluster (KUBECONFIG): provisioning, validation, healing, expiry.
+
+Uses kubectl (the project's pinned build, fixture ``kubectl``) and the ``operator_installed``
+fixture of tests/e2e/conftest.py. Every environment gets a unique name and is deleted after
+its test.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from testenv_operator.api import DISCOVERY_CONFIGMAP, DiscoveryRecord, TestEnvironmentSpec
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
+
+ROOT = Path(__file__).resolve().parents[3]
+SAMPLES = ROOT / "manifests/samples"
+OPERATOR_NAMESPACE = "testenv-system"
+READY_TIMEOUT = "240s"
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def k(kubectl: str) -> Kubectl:
+    def run(
+        *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [kubectl, *args], input=input, capture_output=True, text=True, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+def manifest(name: str, spec: dict[str, Any] | None = None) -> str:
+    doc: dict[str, Any] = {
+        "apiVersion": "testenv.dev/v1alpha1",
+        "kind": "TestEnvironment",
+        "metadata": {"name": name},
+    }
+    if spec is not None:
+        doc["spec"] = spec
+    return yaml.safe_dump(doc)
+
+
+@pytest.fixture
+def envs(k: Kubectl) -> Iterator[Callable[[dict[str, Any] | None], str]]:
+    """Create TestEnvironments with unique names; delete them afterwards."""
+    created: list[str] = []
+
+    def create(spec: dict[str, Any] | None = None) -> str:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        k("apply", "-f", "-", input=manifest(name, spec))
+        created.append(name)
+        return name
+
+    yield create
+    for name in created:
+        k("delete", "testenv", name, "--ignore-not-found", "--wait=false", check=False)
+
+
+def status(k: Kubectl, name: str) -> dict[str, Any]:
+    out = k("get", "testenv", name, "-o", "json").stdout
+    result: dict[str, Any] = json.loads(out).get("status") or {}
+    return result
+
+
+def wait_ready(k: Kubectl, name: str, timeout: str = READY_TIMEOUT) -> None:
+    proc = k(
+        "wait", "--for=condition=Ready", f"testenv/{name}", f"--timeout={timeout}", check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"testenv/{name} not Ready: {proc.stderr}\nstatus: "
+            f"{json.dumps(status(k, name), indent=1)}"
+        )
+
+
+def test_minimal_sample_becomes_ready_with_discovery(k: Kubectl, envs: Any) -> None:
+    sample = yaml.safe_load((SAMPLES / "minimal.yaml").read_text())
+    name = envs(sample.get("spec"))
+    wait_ready(k, name)
+    st = status(k, name)
+    assert st["phase"] == "Ready"
+    assert st["readyServices"] == "3/3"
+    ns = st["namespace"]
+    assert ns == f"testenv-{name}"
+    assert st["timings"]["discoveryPublished"] >= st["timings"]["namespaceCreated"]
+    cm = json.loads(k("get", "configmap", DISCOVERY_CONFIGMAP, "-n", ns, "-o", "json").stdout)
+    spec = TestEnvironmentSpec()
+    assert set(cm["data"]) == {f"{s.name}.json" for s in spec.services}
+    for svc in spec.services:
+        record = DiscoveryRecord.model_validate_json(cm["data"][f"{svc.name}.json"])
+        assert record.host == f"{svc.name}.{ns}.svc.cluster.local"
+        assert record.port == svc.port
+    labels = json.loads(k("get", "ns", ns, "-o", "json").stdout)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert labels["testenv.dev/environment"] == name
+
+
+def test_delete_removes_the_namespace(k: Kubectl, envs: Any) -> None:
+    name = envs({"services": [{"name": "auth", "image": "testenv/auth:0.1.0"}]})
+    k("wait", "--for=jsonpath={.status.namespace}", f"testenv/{name}", "--timeout=60s")
+    ns = status(k, name)["namespace"]
+    k("get", "ns", ns)
+    k("delete", "testenv", name, "--wait=true", "--timeout=60s")
+    gone = k("wait", "--for=delete", f"namespace/{ns}", "--timeout=180s", check=False)
+    assert gone.returncode == 0 or "not found" in gone.stderr, gone.stderr
+
+
+def test_short_ttl_expires(k: Kubectl, envs: Any) -> None:
+    name = envs({"ttl": "20s", "services": []})
+    k("wait", "--for=jsonpath={.status.expiresAt}", f"testenv/{name}", "--timeout=60s")
+    gone = k("wait", "--for=delete", f"testenv/{name}", "--timeout=120s", check=False)
+    assert gone.returncode == 0 or "not found" in gone.stderr, gone.stderr
+
+
+def test_unrenewed_lease_expires(k: Kubectl, envs: Any) -> None:
+    name = envs({"ttl": "1h", "lease": "15s", "services": []})
+    gone = k("wait", "--for=delete", f"testenv/{name}", "--timeout=120s", check=False)
+    assert gone.returncode == 0 or "not found" in gone.stderr, gone.stderr
+
+
+SVC = {"name": "api", "image": "testenv/auth:0.1.0"}
+MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
+    ("bad-ttl", {"ttl": "10 minutes"}, "spec.ttl"),
+    ("zero-ttl", {"ttl": "0s"}, "longer than 0s"),
+    ("bad-lease", {"lease": "forever"}, "spec.lease"),
+    ("unknown-field", {"colour": "blue"}, 'unknown field "spec.colour"'),
+    ("unknown-service-field", {"services": [{**SVC, "cmd": "x"}]}, "unknown field"),
+    ("port-too-big", {"services": [{**SVC, "port": 70000}]}, "less than or equal to 65535"),
+    ("port-zero", {"services": [{**SVC, "port": 0}]}, "greater than or equal to 1"),
+    ("negative-replicas", {"services": [{**SVC, "replicas": -1}]}, "replicas"),
+    ("too-many-replicas", {"services": [{**SVC, "replicas": 11}]}, "replicas"),
+    ("empty-image", {"services": [{"name": "api", "image": ""}]}, "image"),
+    ("missing-image", {"services": [{"name": "api"}]}, "image: Required value"),
+    ("upper-name", {"services": [{**SVC, "name": "API"}]}, "spec.services[0].name"),
+    ("digit-name", {"services": [{**SVC, "name": "1api"}]}, "spec.services[0].name"),
+    ("duplicate-names", {"services": [SVC, {**SVC, "port": 9090}]}, "Duplicate value"),
+    (
+        "duplicate-ports",
+        {"services": [SVC, {**SVC, "name": "other"}]},
+        "service ports must be unique",
+    ),
+    ("bad-env-name", {"services": [{**SVC, "env": [{"name": "1-A=B"}]}]}, "env[0].name"),
+    (
+        "reserved-env",
+        {"services": [{**SVC, "env": [{"name": "PORT", "value": "1"}]}]},
+        "env name is reserved",
+    ),
+    (
+        "duplicate-env",
+        {"services": [{**SVC, "env": [{"name": "A"}, {"name": "A"}]}]},
+        "Duplicate value",
+    ),
+    ("bad-health-path", {"services": [{**SVC, "healthPath": "health"}]}, "healthPath"),
+    ("system-namespace", {"namespace": "kube-system"}, "system namespace"),
+    ("bad-namespace", {"namespace": "Not_Valid"}, "spec.namespace"),
+    ("bad-label-key", {"labels": {"bad key": "x"}}, "label keys must be valid"),
+    (
+        "bad-readiness-timeout",
+        {"services": [{**SVC, "readinessTimeout": "soon"}]},
+        "readinessTimeout",
+    ),
+    ("services-not-a-list", {"services": "auth"}, "must be of type array"),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "expected"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_manifest_is_refused(
+    k: Kubectl, case: str, spec: dict[str, Any], expected: str
+) -> None:
+    proc = k(
+        "apply", "--dry-run=server", "-f", "-", input=manifest(f"bad-{case}", spec), check=False
+    )
+    assert proc.returncode != 0, f"{case} was accepted"
+    assert expected in proc.stderr, proc.stderr
+
+
+def test_bad_metadata_name_is_refused(k: Kubectl) -> None:
+    long_name = "x" * 60
+    proc = k("apply", "--dry-run=server", "-f", "-", input=manifest(long_name), check=False)
+    assert proc.returncode != 0
+    assert "metadata.name must be a DNS-1123 label" in proc.stderr
+
+
+def test_bad_image_fails_fast(k: Kubectl, envs: Any) -> None:
+    name = envs({"services": [{"name": "broken", "image": "testenv/does-not-exist:1"}]})
+    proc = k(
+        "wait",
+        "--for=jsonpath={.status.phase}=Failed",
+        f"testenv/{name}",
+        "--timeout=60s",
+        check=False,
+    )
+    st = status(k, name)
+    assert proc.returncode == 0, st
+    assert "service broken" in st["message"]
+    assert any(
+        r in st["message"] for r in ("ErrImageNeverPull", "ImagePullBackOff", "ErrImagePull")
+    ), st["message"]
+    ready = next(c for c in st["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+
+
+def test_deleted_deployment_is_recreated(k: Kubectl, envs: Any) -> None:
+    name = envs({"services": [{"name": "auth", "image": "testenv/auth:0.1.0"}]})
+    wait_ready(k, name)
+    ns = status(k, name)["namespace"]
+    uid = k("get", "deploy", "auth", "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout
+    k("delete", "deploy", "auth", "-n", ns, "--wait=true")
+    k("wait", "--for=create", "deploy/auth", "-n", ns, "--timeout=60s")
+    new_uid = k("get", "deploy", "auth", "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout
+    assert new_uid and new_uid != uid
+    k("wait", "--for=jsonpath={.status.readyReplicas}=1", "deploy/auth", "-n", ns, "--timeout=120s")
+    wait_ready(k, name)
+
+
+def test_operator_killed_mid_provisioning(k: Kubectl, envs: Any) -> None:
+    name = envs(None)
+    k("wait", "--for=jsonpath={.status.namespace}", f"testenv/{name}", "--timeout=60s")
+    k(
+        "delete",
+        "pod",
+        "-n",
+        OPERATOR_NAMESPACE,
+        "-l",
+        "app.kubernetes.io/name=testenv-operator",
+        "--wait=false",
+    )
+    wait_ready(k, name, timeout="300s")
+    ns = status(k, name)["namespace"]
+    selector = f"testenv.dev/environment={name}"
+    deployments = json.loads(k("get", "deploy", "-n", ns, "-l", selector, "-o", "json").stdout)
+    assert sorted(d["metadata"]["name"] for d in deployments["items"]) == [
+        "auth",
+        "backend",
+        "frontend",
+    ]
+    services = json.loads(k("get", "svc", "-n", ns, "-l", selector, "-o", "json").stdout)
+    assert len(services["items"]) == 3
+    secrets = json.loads(k("get", "secret", "-n", ns, "-o", "json").stdout)
+    assert [s["metadata"]["name"] for s in secrets["items"]].count("testenv-secrets") == 1
+    k("rollout", "status", "deploy/testenv-operator", "-n", OPERATOR_NAMESPACE, "--timeout=120s")

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+from operator_factories import pod
+from testenv_operator import diagnose
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "InvalidImageName",
+    ],
+)
+def test_fatal_waiting_reasons(reason: str) -> None:
+    finding = diagnose.diagnose_pods([pod("p", "svc", waiting=reason, message="boom")])
+    assert finding is not None
+    assert finding.reason == reason and finding.fatal and not finding.crash
+    assert finding.pod == "p" and finding.container == "svc"
+
+
+def test_crash_loop() -> None:
+    finding = diagnose.diagnose_pods(
+        [pod("p", "svc", waiting="CrashLoopBackOff", restarts=3, exit_code=2)]
+    )
+    assert finding is not None and finding.crash and finding.previous_logs
+    assert "exit code 2" in finding.message
+
+
+def test_restarting_between_crashes_is_still_a_crash() -> None:
+    finding = diagnose.diagnose_pods([pod("p", "svc", restarts=4, exit_code=1)])
+    assert finding is not None and finding.reason == "CrashLoopBackOff"
+
+
+def test_healthy_and_creating_pods_are_fine() -> None:
+    assert diagnose.diagnose_pods([pod("p", "svc", ready=True)]) is None
+    assert diagnose.diagnose_pods([pod("p", "svc", waiting="ContainerCreating")]) is None
+
+
+def test_terminating_pods_are_ignored() -> None:
+    p = pod("p", "svc", waiting="ErrImagePull")
+    p["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert diagnose.diagnose_pods([p]) is None
+
+
+def test_describe_names_service_reason_events_logs() -> None:
+    finding = diagnose.Finding("ErrImageNeverPull", "image not present", "p-1", "backend")
+    text = diagnose.describe(
+        "backend", finding, ["Failed: Error: ErrImageNeverPull"], ["line 1", "line 2"]
+    )
+    assert text.startswith("service backend: ErrImageNeverPull: image not present")
+    assert "last events: Failed: Error: ErrImageNeverPull" in text
+    assert "last log lines: line 1 | line 2" in text
+
+
+def test_last_events_and_lines() -> None:
+    events = [
+        {"reason": "B", "message": "second", "lastTimestamp": "2026-01-01T00:00:02Z"},
+        {"reason": "A", "message": "first", "lastTimestamp": "2026-01-01T00:00:01Z"},
+        {"reason": "C", "message": "third ", "lastTimestamp": "2026-01-01T00:00:03Z"},
+    ]
+    assert diagnose.last_events(events, 2) == ["B: second", "C: third"]
+    assert diagnose.last_lines("a\n\nb\nc\n", 2) == ["b", "c"]
+
+
+def test_pending_reason() -> None:
+    assert diagnose.pending_reason([], None)[0] == "DeploymentMissing"
+    unsched = pod("p", "svc")
+    unsched["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "cpu"}
+    ]
+    assert diagnose.pending_reason([unsched], {"status": {}}) == ("Unschedulable", "cpu")

@@ -1,0 +1,189 @@
+"""The reconcile against an in-memory Kubernetes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from operator_factories import pod
+from operator_fake_kube import FakeKube
+from testenv_operator.reconcile import Reconciler
+from testenv_operator.settings import Settings
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + timedelta(seconds=5)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    k = FakeKube()
+    k.put(
+        {
+            "apiVersion": "testenv.dev/v1alpha1",
+            "kind": "TestEnvironment",
+            "metadata": {
+                "name": "demo",
+                "uid": "env-uid",
+                "generation": 1,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+            },
+            "spec": {"ttl": "1h"},
+        }
+    )
+    return k
+
+
+@pytest.fixture
+def events() -> list[tuple[str, str, str]]:
+    return []
+
+
+@pytest.fixture
+def rec(kube: FakeKube, events: list[tuple[str, str, str]]) -> Reconciler:
+    return Reconciler(
+        kube, Settings(), lambda body, t, r, m: events.append((t, r, m)), clock=Clock()
+    )
+
+
+def body(kube: FakeKube) -> dict[str, Any]:
+    found = kube.find("TestEnvironment", "demo")
+    assert found is not None
+    return found
+
+
+def make_ready(kube: FakeKube) -> None:
+    for (kind, ns, name), obj in list(kube.objects.items()):
+        if kind == "Deployment":
+            obj["status"] = {
+                "observedGeneration": 1,
+                "replicas": 1,
+                "updatedReplicas": 1,
+                "readyReplicas": 1,
+                "availableReplicas": 1,
+            }
+            p = pod(f"{name}-1", name, ready=True)
+            p["metadata"].update(
+                namespace=ns,
+                labels={"testenv.dev/environment": "demo", "testenv.dev/service": name},
+            )
+            kube.put(p)
+
+
+async def test_reconcile_applies_everything(rec: Reconciler, kube: FakeKube) -> None:
+    result = await rec.reconcile(body(kube))
+    assert result is not None
+    kinds = sorted(k for k, _, _ in kube.objects)
+    assert kinds.count("Deployment") == 3 and kinds.count("Service") == 3
+    assert "Secret" in kinds and "Namespace" in kinds
+    assert kube.find("ConfigMap", "testenv-discovery", "testenv-demo") is None
+    status = body(kube)["status"]
+    assert status["phase"] == "Provisioning"
+    assert status["readyServices"] == "0/3"
+    assert status["expiresAt"] == "2026-01-01T01:00:00Z"
+
+
+async def test_ready_publishes_discovery(
+    rec: Reconciler, kube: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    await rec.reconcile(body(kube))
+    make_ready(kube)
+    await rec.reconcile(body(kube))
+    assert kube.find("ConfigMap", "testenv-discovery", "testenv-demo") is not None
+    status = body(kube)["status"]
+    assert status["phase"] == "Ready"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    reasons = [r for _, r, _ in events]
+    assert "DiscoveryPublished" in reasons and "Ready" in reasons
+
+
+async def test_secret_is_never_regenerated(rec: Reconciler, kube: FakeKube) -> None:
+    await rec.reconcile(body(kube))
+    secret = kube.find("Secret", "testenv-secrets", "testenv-demo")
+    assert secret is not None
+    key = secret["stringData"]["secret-key"]
+    rec.nudge("demo", reapply=True)
+    rec.states["demo"].reapply = True
+    await rec.reconcile(body(kube))
+    again = kube.find("Secret", "testenv-secrets", "testenv-demo")
+    assert again is not None and again["stringData"]["secret-key"] == key
+
+
+async def test_second_reconcile_does_not_reapply(rec: Reconciler, kube: FakeKube) -> None:
+    await rec.reconcile(body(kube))
+    applies = len([c for c in kube.calls if c[0] == "apply"])
+    await rec.reconcile(body(kube))
+    assert len([c for c in kube.calls if c[0] == "apply"]) == applies
+
+
+async def test_deleted_deployment_is_recreated(
+    rec: Reconciler, kube: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    await rec.reconcile(body(kube))
+    await kube.delete("Deployment", "backend", "testenv-demo")
+    await rec.reconcile(body(kube))
+    assert kube.find("Deployment", "backend", "testenv-demo") is not None
+    assert any(r == "Recreating" for _, r, _ in events)
+
+
+async def test_namespace_conflict_is_never_adopted(rec: Reconciler, kube: FakeKube) -> None:
+    kube.put({"kind": "Namespace", "metadata": {"name": "testenv-demo", "uid": "other"}})
+    await rec.reconcile(body(kube))
+    status = body(kube)["status"]
+    assert status["phase"] == "Failed"
+    assert next(c for c in status["conditions"] if c["type"] == "Ready")["reason"] == (
+        "NamespaceConflict"
+    )
+    assert not any(k == "Deployment" for k, _, _ in kube.objects)
+    ns = kube.find("Namespace", "testenv-demo")
+    assert ns is not None and "ownerReferences" not in ns["metadata"]
+
+
+async def test_image_failure_message_has_events_and_logs(rec: Reconciler, kube: FakeKube) -> None:
+    await rec.reconcile(body(kube))
+    bad = pod("backend-1", "backend", waiting="ErrImageNeverPull", message="not present")
+    bad["metadata"].update(
+        namespace="testenv-demo",
+        labels={"testenv.dev/environment": "demo", "testenv.dev/service": "backend"},
+    )
+    kube.put(bad)
+    kube.put(
+        {
+            "kind": "Event",
+            "metadata": {"name": "e1", "namespace": "testenv-demo"},
+            "reason": "Failed",
+            "message": "Error: ErrImageNeverPull",
+            "involvedObject": {"name": "backend-1"},
+        }
+    )
+    kube.logs["backend-1"] = "starting\nfatal: no config\n"
+    await rec.reconcile(body(kube))
+    status = body(kube)["status"]
+    assert status["phase"] == "Failed"
+    assert "service backend: ErrImageNeverPull" in status["message"]
+    assert "Failed: Error: ErrImageNeverPull" in status["message"]
+    assert "fatal: no config" in status["message"]
+
+
+async def test_expiry_deletes_the_environment(rec: Reconciler, kube: FakeKube) -> None:
+    env = rec.environment(body(kube))
+    assert await rec.expire_if_due(env) is None
+    rec.clock.now = T0 + timedelta(hours=2)  # type: ignore[attr-defined]
+    due = await rec.expire_if_due(env)
+    assert due is not None and due.reason == "TTLExpired"
+    assert kube.find("TestEnvironment", "demo") is None
+
+
+async def test_default_ttl_from_settings(kube: FakeKube) -> None:
+    raw = body(kube)
+    raw["spec"] = {}
+    rec = Reconciler(kube, Settings(default_ttl="15m"), lambda *a: None)
+    assert rec.environment(raw).spec.ttl == "15m"
