@@ -46,10 +46,10 @@ install-operator: venv ensure-cluster  ## install (or upgrade) the operator with
 	@bash hack/install-operator.sh
 
 demo: install-operator  ## the main job: a real environment, its status and URLs
-	@$(PY) -m testenv_operator.demo
+	@$(PY) hack/demo.py
 
 demo-down:  ## delete the demo environment
-	@$(PY) -m testenv_operator.demo --delete
+	@$(PY) hack/demo.py --delete
 
 test: venv deps install-operator  ## everything: lint, unit tests, e2e tests on the real cluster
 	$(MAKE) lint

@@ -278,7 +278,7 @@ class Reconciler:
                 )
             )
         wanted = render.render_discovery(env.name, env.uid, env.spec)["data"]
-        obs.discovery_published = discovery is not None and discovery.get("data") == wanted
+        obs.discovery_published = discovery is not None and (discovery.get("data") or {}) == wanted
         return obs, missing
 
     async def refresh(self, env: Environment, state: EnvState) -> RefreshResult:

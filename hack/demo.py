@@ -1,0 +1,139 @@
+"""`make demo`: create the sample TestEnvironment, follow it to Ready, print how to reach it.
+
+Runs against whatever KUBECONFIG points at. `--delete` removes the demo environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kr8s.asyncio
+import yaml
+from kr8s.asyncio.objects import APIObject, ConfigMap, Pod, new_class
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "operator"))
+
+from testenv_operator.api import (  # noqa: E402
+    API_VERSION,
+    DISCOVERY_CONFIGMAP,
+    ENVIRONMENT_LABEL,
+    DiscoveryRecord,
+)
+
+TestEnvironment: type[APIObject] = new_class(
+    kind="TestEnvironment", version=API_VERSION, namespaced=False, plural="testenvironments"
+)
+SAMPLE = ROOT / "manifests/samples/minimal.yaml"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def _follow(env: APIObject, timeout: float) -> dict[str, Any]:
+    """Watch the environment until Ready or Failed, printing each change of its status."""
+    started = time.monotonic()
+    last = ""
+    async for _event, obj in kr8s.asyncio.watch(  # type: ignore[attr-defined]
+        "testenvironments.testenv.dev", field_selector=f"metadata.name={env.name}", api=env.api
+    ):
+        status: dict[str, Any] = obj.raw.get("status") or {}
+        services = ", ".join(
+            f"{s['name']} {'ready' if s.get('ready') else (s.get('reason') or 'starting')}"
+            for s in status.get("services", [])
+        )
+        line = f"{status.get('phase', 'Pending'):<12} {services}"
+        if line != last:
+            _say(f"  [{time.monotonic() - started:5.1f}s] {line}")
+            last = line
+        if status.get("phase") in ("Ready", "Failed"):
+            return status
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"environment {env.name} not Ready after {timeout:.0f}s: {line}")
+    raise RuntimeError("the watch ended before the environment was Ready")
+
+
+async def _probe(namespace: str, record: DiscoveryRecord, env_name: str) -> str:
+    """Health of a service through a real port-forward, as a client outside the cluster sees it."""
+    pods = [
+        p
+        async for p in Pod.list(
+            namespace=namespace,
+            label_selector={"app.kubernetes.io/name": record.name, ENVIRONMENT_LABEL: env_name},
+        )
+    ]
+    if not pods:
+        return "no pod"
+    async with pods[0].portforward(remote_port=record.port, local_port=0) as port:
+        path = record.health_url.split(str(record.port), 1)[1]
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+    return f"HTTP {response.status_code} through a port-forward"
+
+
+async def up(name: str, timeout: float) -> int:
+    api = await kr8s.asyncio.api()
+    manifest = yaml.safe_load(SAMPLE.read_text())
+    manifest["metadata"]["name"] = name
+    env = TestEnvironment(manifest, api=api)
+    if await env.exists():
+        _say(f"==> TestEnvironment {name} exists; following it")
+        await env.refresh()
+    else:
+        _say(f"==> creating TestEnvironment {name} from {SAMPLE.relative_to(ROOT)}")
+        await env.create()
+    status = await _follow(env, timeout)
+    if status.get("phase") != "Ready":
+        _say(f"!! environment {name} failed: {status.get('message')}")
+        return 1
+    namespace = status["namespace"]
+    cm = await ConfigMap.get(DISCOVERY_CONFIGMAP, namespace=namespace, api=api)
+    records = [DiscoveryRecord.model_validate_json(v) for v in cm.raw["data"].values()]
+    timings = status.get("timings", {})
+    _say(f"\n==> {name} is Ready in namespace {namespace} ({timings.get('ready', '?')}s after creation)")
+    _say(f"    expires at {status.get('expiresAt')}; `kubectl get testenv {name}` shows it\n")
+    for rec in sorted(records, key=lambda r: r.name):
+        probe = await _probe(namespace, rec, name)
+        _say(f"  {rec.name:<9} {rec.base_url}  (health: {probe})")
+        if rec.ws_url:
+            _say(f"  {'':<9} {rec.ws_url}")
+        _say(f"  {'':<9} reach it: kubectl -n {namespace} port-forward svc/{rec.name} 8080:{rec.port}")
+    _say("\n  the frontend in a browser: run its port-forward, then open http://localhost:8080/")
+    _say("  discovery: kubectl -n " + namespace + f" get configmap {DISCOVERY_CONFIGMAP} -o yaml")
+    _say(f"  remove it: make demo-down   (or kubectl delete testenv {name})")
+    return 0
+
+
+async def down(name: str) -> int:
+    api = await kr8s.asyncio.api()
+    env = TestEnvironment({"metadata": {"name": name}}, api=api)
+    if not await env.exists():
+        _say(f"no TestEnvironment {name}")
+        return 0
+    namespace = (env.raw.get("status") or {}).get("namespace")
+    await env.delete()
+    _say(f"==> deleting {name}; waiting until everything it made is gone")
+    await env.wait("delete", timeout=180)
+    _say(json.dumps({"deleted": name, "namespace": namespace}))
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--name", default="demo")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--delete", action="store_true")
+    args = parser.parse_args()
+    return asyncio.run(down(args.name) if args.delete else up(args.name, args.timeout))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
