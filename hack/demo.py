@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import sys
 import time
 from pathlib import Path
@@ -72,14 +73,25 @@ async def _probe(namespace: str, record: DiscoveryRecord, env_name: str) -> str:
     ]
     if not pods:
         return "no pod"
-    async with pods[0].portforward(remote_port=record.port, local_port=0) as port:
+    with socket.socket() as sock:  # a port the OS says is free
+        sock.bind(("127.0.0.1", 0))
+        free = sock.getsockname()[1]
+    async with pods[0].portforward(remote_port=record.port, local_port=free) as port:
         path = record.health_url.split(str(record.port), 1)[1]
         async with httpx.AsyncClient() as client:
             response = await client.get(f"http://127.0.0.1:{port}{path}", timeout=10)
     return f"HTTP {response.status_code} through a port-forward"
 
 
+def _quiet_closed_forwards(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """kr8s reports its own cancelled socket tasks when a port-forward closes; nothing failed."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
 async def up(name: str, timeout: float) -> int:
+    asyncio.get_running_loop().set_exception_handler(_quiet_closed_forwards)
     api = await kr8s.asyncio.api()
     manifest = yaml.safe_load(SAMPLE.read_text())
     manifest["metadata"]["name"] = name
@@ -105,8 +117,10 @@ async def up(name: str, timeout: float) -> int:
         _say(f"  {rec.name:<9} {rec.base_url}  (health: {probe})")
         if rec.ws_url:
             _say(f"  {'':<9} {rec.ws_url}")
-        _say(f"  {'':<9} reach it: kubectl -n {namespace} port-forward svc/{rec.name} 8080:{rec.port}")
-    _say("\n  the frontend in a browser: run its port-forward, then open http://localhost:8080/")
+        _say(f"  {'':<9} reach it: kubectl -n {namespace} port-forward svc/{rec.name} {rec.port}")
+    front = next((r for r in records if r.name == "frontend"), None)
+    if front:
+        _say(f"\n  in a browser: run the frontend's port-forward, open http://localhost:{front.port}/")
     _say("  discovery: kubectl -n " + namespace + f" get configmap {DISCOVERY_CONFIGMAP} -o yaml")
     _say(f"  remove it: make demo-down   (or kubectl delete testenv {name})")
     return 0

@@ -101,7 +101,7 @@ build_apps() {
     cp "$ROOT_DIR/images/app/Containerfile" "$ctx/"
     for app in "${APPS[@]}"; do
       local name="${app%%:*}" module="${app#*:}" ref="testenv/${app%%:*}:$APP_VERSION"
-      step "building image $ref" buildah bud --layers=true --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+      step "building image $ref" buildah bud --layers=false --build-arg "BASE_IMAGE=$BASE_IMAGE" \
         --build-arg "APP_MODULE=$module" -t "$ref" "$ctx"
       step "archiving $ref" push_archive "$ref" "$(archive_path "$name" "$key")"
     done
