@@ -60,24 +60,42 @@ def _baseline_manifest(namespace: str) -> dict[str, Any]:
             {"name": "TESTENV_AUTH_URL", "value": f"http://auth.{namespace}.svc:8080"},
             {"name": "TESTENV_BACKEND_URL", "value": f"http://backend.{namespace}.svc:8080"},
         ]
-        items.append({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": svc.name, "namespace": namespace},
-            "spec": {
-                "selector": {"matchLabels": labels},
-                "template": {"metadata": {"labels": labels}, "spec": {"containers": [{
-                    "name": svc.name, "image": svc.image, "imagePullPolicy": "IfNotPresent",
-                    "env": env, "ports": [{"containerPort": svc.port}],
-                    "readinessProbe": {"httpGet": {"path": svc.health_path, "port": svc.port},
-                                       "periodSeconds": 1},
-                }]}},
-            },
-        })
-        items.append({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": svc.name, "namespace": namespace},
-            "spec": {"selector": labels, "ports": [{"port": svc.port}]},
-        })
+        items.append(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": svc.name, "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": labels},
+                    "template": {
+                        "metadata": {"labels": labels},
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": svc.name,
+                                    "image": svc.image,
+                                    "imagePullPolicy": "IfNotPresent",
+                                    "env": env,
+                                    "ports": [{"containerPort": svc.port}],
+                                    "readinessProbe": {
+                                        "httpGet": {"path": svc.health_path, "port": svc.port},
+                                        "periodSeconds": 1,
+                                    },
+                                }
+                            ]
+                        },
+                    },
+                },
+            }
+        )
+        items.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": svc.name, "namespace": namespace},
+                "spec": {"selector": labels, "ports": [{"port": svc.port}]},
+            }
+        )
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
@@ -85,8 +103,15 @@ def baseline_round() -> float:
     namespace = f"bench-base-{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
     _run("apply", "-f", "-", stdin=json.dumps(_baseline_manifest(namespace)))
-    _run("-n", namespace, "wait", "--for=condition=Available", "deployment", "--all",
-         "--timeout=300s")
+    _run(
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Available",
+        "deployment",
+        "--all",
+        "--timeout=300s",
+    )
     took = time.monotonic() - started
     _run("delete", "namespace", namespace, "--wait=false")
     return took
@@ -94,8 +119,12 @@ def baseline_round() -> float:
 
 def environment_round() -> tuple[float, dict[str, Any]]:
     name = f"bench-{uuid.uuid4().hex[:6]}"
-    manifest = {"apiVersion": "testenv.dev/v1alpha1", "kind": "TestEnvironment",
-                "metadata": {"name": name}, "spec": {"ttl": "15m"}}
+    manifest = {
+        "apiVersion": "testenv.dev/v1alpha1",
+        "kind": "TestEnvironment",
+        "metadata": {"name": name},
+        "spec": {"ttl": "15m"},
+    }
     started = time.monotonic()
     _run("apply", "-f", "-", stdin=json.dumps(manifest))
     _run("wait", "--for=condition=Ready", f"testenv/{name}", "--timeout=300s")

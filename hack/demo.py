@@ -39,7 +39,7 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-async def _follow(env: APIObject, timeout: float) -> dict[str, Any]:
+async def _follow(env: APIObject, budget_s: float) -> dict[str, Any]:
     """Watch the environment until Ready or Failed, printing each change of its status."""
     started = time.monotonic()
     last = ""
@@ -57,8 +57,8 @@ async def _follow(env: APIObject, timeout: float) -> dict[str, Any]:
             last = line
         if status.get("phase") in ("Ready", "Failed"):
             return status
-        if time.monotonic() - started > timeout:
-            raise TimeoutError(f"environment {env.name} not Ready after {timeout:.0f}s: {line}")
+        if time.monotonic() - started > budget_s:
+            raise TimeoutError(f"environment {env.name} not Ready after {budget_s:.0f}s: {line}")
     raise RuntimeError("the watch ended before the environment was Ready")
 
 
@@ -90,7 +90,7 @@ def _quiet_closed_forwards(loop: asyncio.AbstractEventLoop, context: dict[str, A
     loop.default_exception_handler(context)
 
 
-async def up(name: str, timeout: float) -> int:
+async def up(name: str, budget_s: float) -> int:
     asyncio.get_running_loop().set_exception_handler(_quiet_closed_forwards)
     api = await kr8s.asyncio.api()
     manifest = yaml.safe_load(SAMPLE.read_text())
@@ -102,7 +102,7 @@ async def up(name: str, timeout: float) -> int:
     else:
         _say(f"==> creating TestEnvironment {name} from {SAMPLE.relative_to(ROOT)}")
         await env.create()
-    status = await _follow(env, timeout)
+    status = await _follow(env, budget_s)
     if status.get("phase") != "Ready":
         _say(f"!! environment {name} failed: {status.get('message')}")
         return 1
@@ -110,7 +110,8 @@ async def up(name: str, timeout: float) -> int:
     cm = await ConfigMap.get(DISCOVERY_CONFIGMAP, namespace=namespace, api=api)
     records = [DiscoveryRecord.model_validate_json(v) for v in cm.raw["data"].values()]
     timings = status.get("timings", {})
-    _say(f"\n==> {name} is Ready in namespace {namespace} ({timings.get('ready', '?')}s after creation)")
+    ready_after = timings.get("ready", "?")
+    _say(f"\n==> {name} is Ready in namespace {namespace} ({ready_after}s after creation)")
     _say(f"    expires at {status.get('expiresAt')}; `kubectl get testenv {name}` shows it\n")
     for rec in sorted(records, key=lambda r: r.name):
         probe = await _probe(namespace, rec, name)
@@ -120,7 +121,9 @@ async def up(name: str, timeout: float) -> int:
         _say(f"  {'':<9} reach it: kubectl -n {namespace} port-forward svc/{rec.name} {rec.port}")
     front = next((r for r in records if r.name == "frontend"), None)
     if front:
-        _say(f"\n  in a browser: run the frontend's port-forward, open http://localhost:{front.port}/")
+        _say(
+            f"\n  in a browser: run the frontend's port-forward, open http://localhost:{front.port}/"
+        )
     _say("  discovery: kubectl -n " + namespace + f" get configmap {DISCOVERY_CONFIGMAP} -o yaml")
     _say(f"  remove it: make demo-down   (or kubectl delete testenv {name})")
     return 0

@@ -59,19 +59,34 @@ def operator_installed(kube_api: kr8s.Api, kubectl: str) -> None:
     """The TestEnvironment CRD is served and the operator runs (installed by `make test`)."""
     crd = subprocess.run(
         [kubectl, "get", "crd", "testenvironments.testenv.dev"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if crd.returncode != 0:
         install = subprocess.run(
             ["bash", str(ROOT / "hack/install-operator.sh")],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if install.returncode != 0:
-            pytest.fail(f"the operator is not installed and installing it failed:\n{install.stderr}")
+            pytest.fail(
+                f"the operator is not installed and installing it failed:\n{install.stderr}"
+            )
     ready = subprocess.run(
-        [kubectl, "-n", "testenv-system", "rollout", "status", "deploy/testenv-operator",
-         "--timeout=120s"],
-        capture_output=True, text=True, check=False,
+        [
+            kubectl,
+            "-n",
+            "testenv-system",
+            "rollout",
+            "status",
+            "deploy/testenv-operator",
+            "--timeout=120s",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if ready.returncode != 0:
         pytest.fail(f"the operator is not running: {ready.stderr}")

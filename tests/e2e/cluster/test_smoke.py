@@ -94,12 +94,23 @@ def web(kube_api: kr8s.Api, kubectl: str, namespace: str) -> str:
         ],
     }
     applied = subprocess.run(
-        [kubectl, "apply", "-f", "-"], input=json.dumps(manifest), text=True,
-        capture_output=True, check=False,
+        [kubectl, "apply", "-f", "-"],
+        input=json.dumps(manifest),
+        text=True,
+        capture_output=True,
+        check=False,
     )
     assert applied.returncode == 0, applied.stderr
-    waited = _kubectl(kubectl, "-n", namespace, "wait", "--for=condition=Ready", "pod/web",
-                      "--timeout=120s", timeout=130)
+    waited = _kubectl(
+        kubectl,
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        "pod/web",
+        "--timeout=120s",
+        timeout=130,
+    )
     assert waited.returncode == 0, waited.stderr
     return namespace
 
@@ -138,16 +149,36 @@ def test_service_dns_name_reaches_pod(kube_api: kr8s.Api, kubectl: str, web: str
             ],
         },
     }
-    applied = subprocess.run([kubectl, "apply", "-f", "-"], input=json.dumps(client), text=True,
-                             capture_output=True, check=False)
+    applied = subprocess.run(
+        [kubectl, "apply", "-f", "-"],
+        input=json.dumps(client),
+        text=True,
+        capture_output=True,
+        check=False,
+    )
     assert applied.returncode == 0, applied.stderr
     # Wait for the container to finish either way, then judge by its exit and output.
-    done = _kubectl(kubectl, "-n", web, "wait", "pod/client", "--timeout=90s",
-                    "--for=jsonpath={.status.containerStatuses[0].state.terminated}", timeout=100)
+    done = _kubectl(
+        kubectl,
+        "-n",
+        web,
+        "wait",
+        "pod/client",
+        "--timeout=90s",
+        "--for=jsonpath={.status.containerStatuses[0].state.terminated}",
+        timeout=100,
+    )
     assert done.returncode == 0, done.stderr
     logs = _kubectl(kubectl, "-n", web, "logs", "client")
-    exit_code = _kubectl(kubectl, "-n", web, "get", "pod/client", "-o",
-                         "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}")
+    exit_code = _kubectl(
+        kubectl,
+        "-n",
+        web,
+        "get",
+        "pod/client",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+    )
     assert exit_code.stdout == "0", logs.stdout + logs.stderr
     assert logs.stdout.strip() == "200"
 
@@ -163,7 +194,9 @@ def test_kubectl_logs_and_exec(kubectl: str, web: str) -> None:
 def test_kubectl_port_forward(kubectl: str, web: str) -> None:
     proc = subprocess.Popen(
         [kubectl, "-n", web, "port-forward", "svc/web", ":80"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -189,8 +222,12 @@ async def test_python_client_port_forward(web: str) -> None:
 def test_privileged_pod_refused_in_restricted_namespace(kube_api: kr8s.Api, kubectl: str) -> None:
     name = f"restricted-{uuid.uuid4().hex[:6]}"
     ns = Namespace(
-        {"metadata": {"name": name,
-                      "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+        {
+            "metadata": {
+                "name": name,
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+            }
+        },
         api=kube_api,
     )
     ns.create()
@@ -199,11 +236,19 @@ def test_privileged_pod_refused_in_restricted_namespace(kube_api: kr8s.Api, kube
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": "privileged", "namespace": name},
-            "spec": {"containers": [{"name": "c", "image": IMAGE,
-                                     "securityContext": {"privileged": True}}]},
+            "spec": {
+                "containers": [
+                    {"name": "c", "image": IMAGE, "securityContext": {"privileged": True}}
+                ]
+            },
         }
-        result = subprocess.run([kubectl, "apply", "-f", "-"], input=json.dumps(pod), text=True,
-                                capture_output=True, check=False)
+        result = subprocess.run(
+            [kubectl, "apply", "-f", "-"],
+            input=json.dumps(pod),
+            text=True,
+            capture_output=True,
+            check=False,
+        )
         assert result.returncode != 0
         assert "violates PodSecurity" in result.stderr and "privileged" in result.stderr
     finally:

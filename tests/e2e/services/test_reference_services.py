@@ -12,12 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-
 from testenv_pytest import RealServiceContext
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = Path(os.environ.get("TESTENV_ARTIFACTS", Path(__file__).resolve().parents[3] / "artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("TESTENV_ARTIFACTS", Path(__file__).resolve().parents[3] / "artifacts")
+)
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -59,7 +60,9 @@ async def test_register_login_chat_and_onboarding(real_services: RealServiceCont
         assert (await ws.receive())["type"] == "chat_response"
 
 
-async def test_duplicate_and_weak_registrations_are_refused(real_services: RealServiceContext) -> None:
+async def test_duplicate_and_weak_registrations_are_refused(
+    real_services: RealServiceContext,
+) -> None:
     auth = await real_services.discovery.get_service_info("auth")
     email = _unique_email()
     async with httpx.AsyncClient(base_url=auth.base_url) as client:
@@ -104,9 +107,15 @@ def test_frontend_page_logs_in_and_chats_in_chromium(real_services: RealServiceC
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         try:
             page = browser.new_page()
