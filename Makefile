@@ -63,7 +63,7 @@ test-e2e: venv deps install-operator  ## e2e tests only
 
 lint: venv  ## ruff and mypy
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 manifests: venv  ## regenerate the chart's CRD and manifests/ from the models

@@ -95,8 +95,11 @@ def _status(raw: dict[str, Any]) -> TestEnvironmentStatus:
         # An operator newer than this plugin: read what we understand.
         status = raw.get("status") or {}
         return TestEnvironmentStatus.model_construct(
-            phase=status.get("phase", Phase.PENDING), message=status.get("message"),
-            namespace=status.get("namespace"), conditions=[], services=[],
+            phase=status.get("phase", Phase.PENDING),
+            message=status.get("message"),
+            namespace=status.get("namespace"),
+            conditions=[],
+            services=[],
         )
 
 
@@ -168,11 +171,17 @@ class KubeEnvironment:
         self.shared = shared
         # Environments that outlive the session carry no lease (their ttl still applies).
         self.spec = (
-            spec.model_copy(update={"lease": None}) if reuse or keep
-            else spec if spec.lease else spec.model_copy(update={"lease": lease})
+            spec.model_copy(update={"lease": None})
+            if reuse or keep
+            else spec
+            if spec.lease
+            else spec.model_copy(update={"lease": lease})
         )
-        self.labels = {**(extra_labels or {}), CREATED_BY_LABEL: CREATED_BY,
-                       SPEC_HASH_LABEL: self.hash}
+        self.labels = {
+            **(extra_labels or {}),
+            CREATED_BY_LABEL: CREATED_BY,
+            SPEC_HASH_LABEL: self.hash,
+        }
         if reuse:
             self.labels[REUSABLE_LABEL] = "true"
         self.name = name or unique_name()
@@ -204,20 +213,29 @@ class KubeEnvironment:
         records = await self._discovery()
         health = await self._forward_all(records, progress)
         startup = round(time.monotonic() - started, 3)
-        progress(f"testenv: environment {self.name} ready in {startup:.1f}s "
-                 f"(namespace {self.namespace})")
+        progress(
+            f"testenv: environment {self.name} ready in {startup:.1f}s (namespace {self.namespace})"
+        )
         timings = {k: v for k, v in status.timings.model_dump().items() if v is not None}
         for svc in status.services:
             if svc.timings.ready is not None:
                 timings[f"{svc.name}_ready"] = svc.timings.ready
         info = EnvironmentInfo(
-            mode="real", name=self.name, namespace=self.namespace, context=self.context,
-            reused=self.reused, kept=self.keep or self.reuse, shared=self.shared,
-            spec_hash=self.hash, startup_time=startup, timings=timings,
+            mode="real",
+            name=self.name,
+            namespace=self.namespace,
+            context=self.context,
+            reused=self.reused,
+            kept=self.keep or self.reuse,
+            shared=self.shared,
+            spec_hash=self.hash,
+            startup_time=startup,
+            timings=timings,
         )
         return StartResult(
             records={n: f.record() for n, f in self.forwards.items()},
-            environment=info, health=health,
+            environment=info,
+            health=health,
         )
 
     def _manifest(self) -> dict[str, Any]:
@@ -238,8 +256,10 @@ class KubeEnvironment:
             await obj.async_create()
             self.created = True
             lease = f", lease {self.spec.lease}" if self.spec.lease else ""
-            progress(f"testenv: created TestEnvironment {self.name} "
-                     f"({len(self.spec.services)} services{lease})")
+            progress(
+                f"testenv: created TestEnvironment {self.name} "
+                f"({len(self.spec.services)} services{lease})"
+            )
         except kr8s.ServerError as exc:
             if _server_status(exc) != 409 or not self.shared:
                 raise EnvironmentFailedError(
@@ -251,14 +271,23 @@ class KubeEnvironment:
 
     async def _find_reusable(self) -> Any:
         candidates = [
-            o async for o in self.api.async_get(
+            o
+            async for o in self.api.async_get(
                 TestEnvironment, label_selector={SPEC_HASH_LABEL: self.hash, REUSABLE_LABEL: "true"}
             )
         ]
-        usable = [o for o in candidates if not o.metadata.get("deletionTimestamp")
-                  and _status(o.raw).phase not in (Phase.FAILED, Phase.TERMINATING)]
-        usable.sort(key=lambda o: (_status(o.raw).phase != Phase.READY,
-                                   o.metadata.get("creationTimestamp", "")))
+        usable = [
+            o
+            for o in candidates
+            if not o.metadata.get("deletionTimestamp")
+            and _status(o.raw).phase not in (Phase.FAILED, Phase.TERMINATING)
+        ]
+        usable.sort(
+            key=lambda o: (
+                _status(o.raw).phase != Phase.READY,
+                o.metadata.get("creationTimestamp", ""),
+            )
+        )
         return usable[0] if usable else None
 
     async def _wait_ready(self, progress: Progress, started: float) -> TestEnvironmentStatus:
@@ -271,8 +300,10 @@ class KubeEnvironment:
                 if svc.ready and svc.name not in announced:
                     announced.add(svc.name)
                     took = svc.timings.ready or (time.monotonic() - started)
-                    progress(f"testenv: {svc.name} ready ({took:.1f}s) "
-                             f"[{len(announced)}/{max(total, len(status.services))}]")
+                    progress(
+                        f"testenv: {svc.name} ready ({took:.1f}s) "
+                        f"[{len(announced)}/{max(total, len(status.services))}]"
+                    )
             if status.phase == Phase.FAILED:
                 raise EnvironmentFailedError(
                     f"TestEnvironment {self.name} failed: {status.message or 'no message'}",
@@ -292,7 +323,8 @@ class KubeEnvironment:
                 if event == "DELETED":
                     raise EnvironmentFailedError(
                         f"TestEnvironment {self.name} was deleted while waiting for it "
-                        "(lease expired or deleted by someone else)", reason="Deleted",
+                        "(lease expired or deleted by someone else)",
+                        reason="Deleted",
                     )
                 ready = check(changed.raw)
                 if ready is not None:
@@ -301,12 +333,18 @@ class KubeEnvironment:
 
     async def _discovery(self) -> dict[str, DiscoveryRecord]:
         assert self.namespace
-        cms = [c async for c in self.api.async_get(
-            "configmaps", DISCOVERY_CONFIGMAP, namespace=self.namespace)]
+        cms = [
+            c
+            async for c in self.api.async_get(
+                "configmaps", DISCOVERY_CONFIGMAP, namespace=self.namespace
+            )
+        ]
         if not cms:
             raise EnvironmentFailedError(
                 f"TestEnvironment {self.name} is Ready but ConfigMap {DISCOVERY_CONFIGMAP} is "
-                f"missing in namespace {self.namespace}", reason="NoDiscovery")
+                f"missing in namespace {self.namespace}",
+                reason="NoDiscovery",
+            )
         data: dict[str, str] = cms[0].raw.get("data") or {}
         records = {}
         for key, value in sorted(data.items()):
@@ -374,11 +412,15 @@ class KubeEnvironment:
     def how_to_reach(self) -> list[str]:
         ns = self.namespace or f"testenv-{self.name}"
         ctx = f" --context {self.context}" if self.context else ""
-        lines = [f"testenv: kept TestEnvironment {self.name} (namespace {ns})",
-                 f"  kubectl{ctx} get testenvironment {self.name}"]
+        lines = [
+            f"testenv: kept TestEnvironment {self.name} (namespace {ns})",
+            f"  kubectl{ctx} get testenvironment {self.name}",
+        ]
         for name, forward in sorted(self.forwards.items()):
-            lines.append(f"  kubectl{ctx} -n {ns} port-forward svc/{name} "
-                         f"{forward.remote.port}:{forward.remote.port}")
+            lines.append(
+                f"  kubectl{ctx} -n {ns} port-forward svc/{name} "
+                f"{forward.remote.port}:{forward.remote.port}"
+            )
         lines.append(f"  delete it: kubectl{ctx} delete testenvironment {self.name}")
         return lines
 
@@ -419,16 +461,22 @@ async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_even
         out.append(f"TestEnvironment {name}: not found")
         return
     status = _status(obj.raw)
-    out.append(f"TestEnvironment {name}: phase={status.phase} "
-               f"ready={status.ready_services or '?'} message={status.message or ''}")
+    out.append(
+        f"TestEnvironment {name}: phase={status.phase} "
+        f"ready={status.ready_services or '?'} message={status.message or ''}"
+    )
     if status.phase in (Phase.PENDING, None) and not obj.raw.get("status"):
-        out.append("  no status at all: is the operator running? "
-                   "(kubectl get pods -A -l app.kubernetes.io/name=testenv-operator)")
+        out.append(
+            "  no status at all: is the operator running? "
+            "(kubectl get pods -A -l app.kubernetes.io/name=testenv-operator)"
+        )
     for cond in status.conditions:
         out.append(f"  condition {cond.type}={cond.status} ({cond.reason}) {cond.message}")
     for svc in status.services:
-        out.append(f"  service {svc.name}: ready={svc.ready} {svc.ready_replicas}/{svc.replicas}"
-                   f" {svc.reason or ''} {svc.message or ''}".rstrip())
+        out.append(
+            f"  service {svc.name}: ready={svc.ready} {svc.ready_replicas}/{svc.replicas}"
+            f" {svc.reason or ''} {svc.message or ''}".rstrip()
+        )
     ns = status.namespace
     if not ns:
         return
@@ -436,17 +484,23 @@ async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_even
 
     def when(e: Any) -> str:
         raw = e.raw
-        return str(raw.get("lastTimestamp") or raw.get("eventTime")
-                   or raw.get("metadata", {}).get("creationTimestamp") or "")
+        return str(
+            raw.get("lastTimestamp")
+            or raw.get("eventTime")
+            or raw.get("metadata", {}).get("creationTimestamp")
+            or ""
+        )
 
     events.sort(key=when)
     out.append(f"events in {ns} (last {n_events}):")
     for e in events[-n_events:]:
         raw = e.raw
         involved = raw.get("involvedObject", {})
-        out.append(f"  {when(e)} {raw.get('type', '')} {involved.get('kind', '')}/"
-                   f"{involved.get('name', '')} {raw.get('reason', '')}: "
-                   f"{raw.get('message', '')}".rstrip())
+        out.append(
+            f"  {when(e)} {raw.get('type', '')} {involved.get('kind', '')}/"
+            f"{involved.get('name', '')} {raw.get('reason', '')}: "
+            f"{raw.get('message', '')}".rstrip()
+        )
     async for pod in api.async_get("pods", namespace=ns):
         out.append(f"logs of pod {pod.name} (last {log_lines} lines):")
         try:
@@ -454,5 +508,3 @@ async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_even
                 out.append(f"  {line}")
         except Exception as exc:
             out.append(f"  (no logs: {type(exc).__name__}: {exc})")
-
-

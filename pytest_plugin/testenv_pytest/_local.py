@@ -55,8 +55,13 @@ class _Proc:
 class LocalServices:
     """Runs ``python -m <package>.<service>`` for every service of the spec."""
 
-    def __init__(self, spec: TestEnvironmentSpec, name: str, package: str = "testenv_services",
-                 log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        spec: TestEnvironmentSpec,
+        name: str,
+        package: str = "testenv_services",
+        log_dir: Path | None = None,
+    ) -> None:
         self.spec = spec
         self.name = name
         self.package = package
@@ -70,14 +75,16 @@ class LocalServices:
         env.update({e.name: e.value for e in proc.spec.env})
         for other in self.procs.values():
             env[env_var_name(other.spec.name)] = f"http://127.0.0.1:{other.port}"
-        env.update({
-            "PORT": str(proc.port),
-            "TESTENV_SECRET_KEY": secret,
-            "TESTENV_ENVIRONMENT": self.name,
-            "TESTENV_NAMESPACE": "local",
-            "TESTENV_SERVICE": proc.spec.name,
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "PORT": str(proc.port),
+                "TESTENV_SECRET_KEY": secret,
+                "TESTENV_ENVIRONMENT": self.name,
+                "TESTENV_NAMESPACE": "local",
+                "TESTENV_SERVICE": proc.spec.name,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         return env
 
     async def start(self, progress: Progress) -> StartResult:
@@ -89,10 +96,15 @@ class LocalServices:
         for proc in self.procs.values():
             with proc.log.open("wb") as log:
                 proc.process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", f"{self.package}.{proc.spec.name}",
+                    sys.executable,
+                    "-m",
+                    f"{self.package}.{proc.spec.name}",
                     *proc.spec.args,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                    env=self._environ(proc, secret), start_new_session=True,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=self._environ(proc, secret),
+                    start_new_session=True,
                 )
         records = {
             name: DiscoveryRecord.for_service(p.spec, "127.0.0.1", p.port)
@@ -109,7 +121,9 @@ class LocalServices:
 
         await asyncio.gather(*(wait(name) for name in self.procs))
         info = EnvironmentInfo(
-            mode="local", name=self.name, namespace=None,
+            mode="local",
+            name=self.name,
+            namespace=None,
             startup_time=round(time.monotonic() - started, 3),
             timings={f"{n}_ready": t for n, t in timings.items()},
         )
@@ -132,8 +146,12 @@ class LocalServices:
                 except httpx.TransportError:
                     response = None
                 if response is not None and response.is_success:
-                    return {"url": record.health_url, "status_code": response.status_code,
-                            "ok": True, "latency_ms": round((time.monotonic() - t0) * 1000, 1)}
+                    return {
+                        "url": record.health_url,
+                        "status_code": response.status_code,
+                        "ok": True,
+                        "latency_ms": round((time.monotonic() - t0) * 1000, 1),
+                    }
                 await asyncio.sleep(0.05)
 
     def pids(self) -> list[int]:
@@ -157,8 +175,9 @@ class LocalServices:
         for name, proc in self.procs.items():
             code = proc.process.returncode if proc.process else None
             state = "running" if code is None else f"exited with {code}"
-            parts.append(f"--- {name} (port {proc.port}, {state}), log {proc.log}:\n"
-                         f"{tail(proc.log)}")
+            parts.append(
+                f"--- {name} (port {proc.port}, {state}), log {proc.log}:\n{tail(proc.log)}"
+            )
         return "\n".join(parts)
 
 

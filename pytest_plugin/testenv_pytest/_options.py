@@ -42,25 +42,50 @@ class _Opt:
 
 
 OPTIONS: tuple[_Opt, ...] = (
-    _Opt("mode", "real: a TestEnvironment in Kubernetes; local: the services as local "
-         "processes (default: real)", "choice", "real", ("real", "local")),
+    _Opt(
+        "mode",
+        "real: a TestEnvironment in Kubernetes; local: the services as local "
+        "processes (default: real)",
+        "choice",
+        "real",
+        ("real", "local"),
+    ),
     _Opt("kubeconfig", "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"),
     _Opt("context", "kubeconfig context (default: the current context)"),
-    _Opt("spec", "YAML file with a TestEnvironment (or just its spec); default: the "
-         "reference services"),
-    _Opt("reuse", "reuse a Ready environment with the same spec (label testenv.dev/spec-hash) "
-         "and keep it after the session", "bool", False),
-    _Opt("keep", "keep the environment after the session and print how to reach it",
-         "bool", False),
-    _Opt("timeout", "seconds to wait for the environment to become Ready (default: 300)",
-         "float", 300.0),
+    _Opt(
+        "spec",
+        "YAML file with a TestEnvironment (or just its spec); default: the reference services",
+    ),
+    _Opt(
+        "reuse",
+        "reuse a Ready environment with the same spec (label testenv.dev/spec-hash) "
+        "and keep it after the session",
+        "bool",
+        False,
+    ),
+    _Opt("keep", "keep the environment after the session and print how to reach it", "bool", False),
+    _Opt(
+        "timeout",
+        "seconds to wait for the environment to become Ready (default: 300)",
+        "float",
+        300.0,
+    ),
     _Opt("report", "write a JSON report (startup timings, ports, health checks, results)"),
-    _Opt("xdist", "with pytest-xdist: one environment per worker, or one shared by all "
-         "workers (default: shared)", "choice", "shared", ("per-worker", "shared")),
-    _Opt("lease", "lease of environments this session deletes itself (default: 2m)",
-         "str", "2m"),
-    _Opt("local_package", "local mode: run `python -m <package>.<service>` "
-         "(default: testenv_services)", "str", "testenv_services"),
+    _Opt(
+        "xdist",
+        "with pytest-xdist: one environment per worker, or one shared by all "
+        "workers (default: shared)",
+        "choice",
+        "shared",
+        ("per-worker", "shared"),
+    ),
+    _Opt("lease", "lease of environments this session deletes itself (default: 2m)", "str", "2m"),
+    _Opt(
+        "local_package",
+        "local mode: run `python -m <package>.<service>` (default: testenv_services)",
+        "str",
+        "testenv_services",
+    ),
 )
 
 
@@ -69,15 +94,25 @@ def add_options(parser: pytest.Parser) -> None:
     for opt in OPTIONS:
         help_text = f"{opt.help} [env {opt.env}, ini {opt.ini}]"
         if opt.kind == "bool":
-            group.addoption(opt.flag, action="store_true", default=None, dest=opt.dest,
-                            help=help_text)
+            group.addoption(
+                opt.flag, action="store_true", default=None, dest=opt.dest, help=help_text
+            )
             parser.addini(opt.ini, help_text, type="bool", default=None)
         else:
-            group.addoption(opt.flag, action="store", default=None, dest=opt.dest,
-                            choices=opt.choices or None, help=help_text)
+            group.addoption(
+                opt.flag,
+                action="store",
+                default=None,
+                dest=opt.dest,
+                choices=opt.choices or None,
+                help=help_text,
+            )
             parser.addini(opt.ini, help_text, default=None)
     group.addoption(
-        "--real-services", action="store_true", default=False, dest="testenv_real_services",
+        "--real-services",
+        action="store_true",
+        default=False,
+        dest="testenv_real_services",
         help="shorthand for --testenv-mode=real (the plan's flag)",
     )
 

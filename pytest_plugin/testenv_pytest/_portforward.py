@@ -39,12 +39,14 @@ class ReadyPods:
 
     async def async_ready_pods(self) -> list[Any]:
         pods = [
-            pod async for pod in self.api.async_get(
+            pod
+            async for pod in self.api.async_get(
                 "pods", namespace=self.namespace, label_selector=self.selector
             )
         ]
-        ready = [p for p in pods if p.metadata.get("deletionTimestamp") is None
-                 and await p.async_ready()]
+        ready = [
+            p for p in pods if p.metadata.get("deletionTimestamp") is None and await p.async_ready()
+        ]
         names = sorted(p.name for p in ready)
         if self.current is not None and self.current not in names:
             self.retargets += 1
@@ -92,10 +94,15 @@ def localize(record: DiscoveryRecord, host: str, port: int) -> DiscoveryRecord:
         parts = urlsplit(url)
         return urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, ""))
 
-    return record.model_copy(update={
-        "host": host, "port": port, "base_url": rewrite(record.base_url),
-        "health_url": rewrite(record.health_url), "ws_url": rewrite(record.ws_url),
-    })
+    return record.model_copy(
+        update={
+            "host": host,
+            "port": port,
+            "base_url": rewrite(record.base_url),
+            "health_url": rewrite(record.health_url),
+            "ws_url": rewrite(record.ws_url),
+        }
+    )
 
 
 async def verify(record: DiscoveryRecord, seconds: float = 30.0) -> dict[str, Any]:
@@ -108,8 +115,12 @@ async def verify(record: DiscoveryRecord, seconds: float = 30.0) -> dict[str, An
             try:
                 response = await client.get(record.health_url)
                 if response.is_success:
-                    return {"url": record.health_url, "status_code": response.status_code,
-                            "ok": True, "latency_ms": round((time.monotonic() - t0) * 1000, 1)}
+                    return {
+                        "url": record.health_url,
+                        "status_code": response.status_code,
+                        "ok": True,
+                        "latency_ms": round((time.monotonic() - t0) * 1000, 1),
+                    }
                 last = f"HTTP {response.status_code}"
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -118,4 +129,3 @@ async def verify(record: DiscoveryRecord, seconds: float = 30.0) -> dict[str, An
         f"service {record.name!r}: health check {record.health_url} through the port-forward "
         f"failed for {seconds:.0f}s ({last})"
     )
-

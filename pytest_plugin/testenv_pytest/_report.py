@@ -25,9 +25,14 @@ def environment_section(result: StartResult) -> dict[str, Any]:
         ports[name] = entry
     return {
         "environment": {
-            "mode": env.mode, "name": env.name, "namespace": env.namespace,
-            "context": env.context, "reused": env.reused, "kept": env.kept,
-            "shared": env.shared, "spec_hash": env.spec_hash,
+            "mode": env.mode,
+            "name": env.name,
+            "namespace": env.namespace,
+            "context": env.context,
+            "reused": env.reused,
+            "kept": env.kept,
+            "shared": env.shared,
+            "spec_hash": env.spec_hash,
         },
         "services_started": sorted(result.records),
         "startup_time": env.startup_time,
@@ -55,8 +60,9 @@ class TestResults:
         self.tests: dict[str, dict[str, Any]] = {}
 
     def add(self, report: pytest.TestReport) -> None:
-        entry = self.tests.setdefault(report.nodeid, {"nodeid": report.nodeid,
-                                                      "outcome": "passed", "duration": 0.0})
+        entry = self.tests.setdefault(
+            report.nodeid, {"nodeid": report.nodeid, "outcome": "passed", "duration": 0.0}
+        )
         entry["duration"] = round(entry["duration"] + report.duration, 4)
         if report.when == "call":
             if report.passed and hasattr(report, "wasxfail"):
@@ -72,12 +78,16 @@ class TestResults:
 
     def summary(self) -> dict[str, Any]:
         counts = Counter(t["outcome"] for t in self.tests.values())
-        return {"total": len(self.tests), **dict(sorted(counts.items())),
-                "tests": list(self.tests.values())}
+        return {
+            "total": len(self.tests),
+            **dict(sorted(counts.items())),
+            "tests": list(self.tests.values()),
+        }
 
 
-def write_report(path: Path, sections: dict[str, dict[str, Any]], results: TestResults,
-                 mode: str) -> None:
+def write_report(
+    path: Path, sections: dict[str, dict[str, Any]], results: TestResults, mode: str
+) -> None:
     """``sections``: per process ("main" or the xdist worker id) -> environment_section()."""
     first = next(iter(sections.values()), {})
     data: dict[str, Any] = {

@@ -49,16 +49,17 @@ class AttachedLocal:
         records = {n: DiscoveryRecord.model_validate(r) for n, r in self.state["records"].items()}
         health = {n: await verify(r, seconds=10) for n, r in records.items()}
         progress(f"testenv: attached to shared local services {self.state['name']}")
-        info = EnvironmentInfo(mode="local", name=self.state["name"], shared=True,
-                               startup_time=0.0)
+        info = EnvironmentInfo(mode="local", name=self.state["name"], shared=True, startup_time=0.0)
         return StartResult(records=records, environment=info, health=health)
 
     async def stop(self) -> None:
         return None
 
     async def forensics(self) -> str:
-        return f"shared local services started by {self.state.get('owner')}; logs in " \
-               f"{self.state.get('log_dir')}"
+        return (
+            f"shared local services started by {self.state.get('owner')}; logs in "
+            f"{self.state.get('log_dir')}"
+        )
 
 
 @contextlib.contextmanager
@@ -95,12 +96,17 @@ class TestenvSession:
         if workerinput and workerinput.get("testenv_shared_dir"):
             self.shared_dir = Path(workerinput["testenv_shared_dir"])
         self.is_controller = (
-            workerinput is None and getattr(config.option, "dist", "no") != "no"
-            and bool(getattr(config.option, "numprocesses", None) or
-                     getattr(config.option, "tx", None))
+            workerinput is None
+            and getattr(config.option, "dist", "no") != "no"
+            and bool(
+                getattr(config.option, "numprocesses", None) or getattr(config.option, "tx", None)
+            )
         )
-        self.shared = (self.worker_id is not None and settings.xdist == "shared"
-                       and self.shared_dir is not None)
+        self.shared = (
+            self.worker_id is not None
+            and settings.xdist == "shared"
+            and self.shared_dir is not None
+        )
         self.loop: BackgroundLoop | None = None
         self.provider: Provider | None = None
         self.future: concurrent.futures.Future[StartResult] | None = None
@@ -126,16 +132,24 @@ class TestenvSession:
         if s.mode == "local":
             if state is not None:
                 return AttachedLocal(state)
-            local = LocalServices(spec, name=f"local-{secrets.token_hex(4)}",
-                                  package=s.local_package)
+            local = LocalServices(
+                spec, name=f"local-{secrets.token_hex(4)}", package=s.local_package
+            )
             local.detached = self.shared  # the controller stops shared processes
             return local
         name = None
         if self.shared:
             name = (state or {}).get("name") or f"pytest-{(self.testrun_uid or '')[:10]}"
         return KubeEnvironment(
-            spec, kubeconfig=s.kubeconfig, context=s.context, extra_labels=labels, name=name,
-            shared=self.shared, reuse=s.reuse, keep=s.keep, lease=s.lease,
+            spec,
+            kubeconfig=s.kubeconfig,
+            context=s.context,
+            extra_labels=labels,
+            name=name,
+            shared=self.shared,
+            reuse=s.reuse,
+            keep=s.keep,
+            lease=s.lease,
         )
 
     def begin_early(self) -> None:
@@ -169,7 +183,8 @@ class TestenvSession:
             forensics = await _safe_forensics(provider)
             raise ProvisioningTimeoutError(
                 f"testenv: the {self.settings.mode} environment was not ready after "
-                f"{self.settings.timeout:g}s (--testenv-timeout)", reason="Timeout",
+                f"{self.settings.timeout:g}s (--testenv-timeout)",
+                reason="Timeout",
                 forensics=forensics,
             ) from None
         except TestenvError as exc:
@@ -255,7 +270,8 @@ class TestenvSession:
             result = self._drain_until_done(self.future)
             if state is None:
                 new_state: dict[str, Any] = {
-                    "mode": self.settings.mode, "name": result.environment.name,
+                    "mode": self.settings.mode,
+                    "name": result.environment.name,
                     "owner": self.worker_id,
                     "records": {n: r.model_dump() for n, r in result.records.items()},
                     "deletes": bool(getattr(self.provider, "created", False))
@@ -297,9 +313,11 @@ class TestenvSession:
             with contextlib.suppress(BaseException):
                 self.future.result(timeout=15)
         if self.provider is not None:
-            if isinstance(self.provider, KubeEnvironment) and (
-                self.settings.keep or self.settings.reuse
-            ) and self.provider.namespace:
+            if (
+                isinstance(self.provider, KubeEnvironment)
+                and (self.settings.keep or self.settings.reuse)
+                and self.provider.namespace
+            ):
                 self.kept_lines = self.provider.how_to_reach()
             try:
                 self.loop.run(self.provider.stop(), timeout=60)

@@ -86,15 +86,15 @@ class AuthTestClient(_AsyncHTTP):
     """Client of the auth service: register users and log in."""
 
     async def register(self, email: str, password: str) -> User:
-        response = await self.request("POST", "/register",
-                                      json={"email": email, "password": password})
+        response = await self.request(
+            "POST", "/register", json={"email": email, "password": password}
+        )
         _raise_for_status(response, "register")
         return _user(response.json())
 
     async def login(self, email: str, password: str) -> str:
         """Log in and return the access token."""
-        response = await self.request("POST", "/login",
-                                      json={"email": email, "password": password})
+        response = await self.request("POST", "/login", json={"email": email, "password": password})
         _raise_for_status(response, "login")
         return _token(response.json())
 
@@ -146,7 +146,9 @@ class WebSocketTestClient:
         return data
 
     async def receive_until(
-        self, type_: str, timeout: float | None = None  # noqa: ASYNC109
+        self,
+        type_: str,
+        timeout: float | None = None,  # noqa: ASYNC109
     ) -> dict[str, Any]:
         """Skip messages until one of the given ``type`` arrives."""
         while True:
@@ -163,7 +165,9 @@ class WebSocketTestClient:
         return await self.connect()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()

@@ -109,9 +109,12 @@ class TestenvPlugin:
             return result
         items = result if isinstance(result, list) else [result]
         for item in items:
-            if (isinstance(item, pytest.Function) and _uses_testenv(item)
-                    and inspect.iscoroutinefunction(item.obj)
-                    and not any(item.get_closest_marker(m) for m in _ASYNC_MARKERS)):
+            if (
+                isinstance(item, pytest.Function)
+                and _uses_testenv(item)
+                and inspect.iscoroutinefunction(item.obj)
+                and not any(item.get_closest_marker(m) for m in _ASYNC_MARKERS)
+            ):
                 item.add_marker(pytest.mark.asyncio)
         return result
 
@@ -150,8 +153,10 @@ class TestenvPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if report.failed and _uses_testenv(item) and (
-            self.session.result is not None or self.session.error is not None
+        if (
+            report.failed
+            and _uses_testenv(item)
+            and (self.session.result is not None or self.session.error is not None)
         ):
             exc = call.excinfo.value if call.excinfo else None
             text = self.session.forensics(exc)
@@ -191,9 +196,7 @@ class TestenvPlugin:
 # -- fixtures --------------------------------------------------------------------------------
 def _record_properties(request: pytest.FixtureRequest, result: StartResult) -> None:
     try:
-        record: Callable[[str, object], None] = request.getfixturevalue(
-            "record_testsuite_property"
-        )
+        record: Callable[[str, object], None] = request.getfixturevalue("record_testsuite_property")
     except pytest.FixtureLookupError:
         return
     for name, value in junit_properties(result):

@@ -22,10 +22,7 @@ async def test_websocket_auth_flow(real_services):
 
 async def test_first_time_user_journey(real_services):
     # Register user
-    user = await real_services.auth_client.register(
-        email="new@example.com",
-        password="secure123"
-    )
+    user = await real_services.auth_client.register(email="new@example.com", password="secure123")
 
     # Login and get token
     token = await real_services.auth_client.login(user.email, "secure123")

@@ -21,11 +21,17 @@ def pytest_configure(config: pytest.Config) -> None:
 def _inner_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Inner pytest runs see KUBECONFIG but none of our own TESTENV_* settings."""
     for name in list(os.environ):
-        if name.startswith("TESTENV_") or name in ("USE_REAL_SERVICES", "TEST_ISOLATION",
-                                                    "PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS"):
+        if name.startswith("TESTENV_") or name in (
+            "USE_REAL_SERVICES",
+            "TEST_ISOLATION",
+            "PYTEST_XDIST_WORKER",
+            "PYTEST_ADDOPTS",
+        ):
             monkeypatch.delenv(name, raising=False)
-    roots = [str(Path(m.__file__ or "").resolve().parent.parent)
-             for m in (testenv_operator, testenv_pytest, testenv_services)]
+    roots = [
+        str(Path(m.__file__ or "").resolve().parent.parent)
+        for m in (testenv_operator, testenv_pytest, testenv_services)
+    ]
     paths = [*roots, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(dict.fromkeys(paths)))
     yield

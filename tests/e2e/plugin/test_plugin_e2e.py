@@ -17,7 +17,7 @@ from testenv_operator.api import API_VERSION, KIND, PLURAL, SPEC_HASH_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
-PLAN_TESTS = '''
+PLAN_TESTS = """
 async def test_websocket_auth_flow(real_services):
     token = await real_services.auth_client.login("test@example.com", "password")
     ws_client = await real_services.websocket_factory(token)
@@ -35,10 +35,10 @@ async def test_first_time_user_journey(real_services):
     ws = await real_services.websocket_factory(token)
     await ws.connect()
     await ws.send({"type": "onboarding_start"})
-'''
+"""
 
 # Safe to run many times against one environment (no fixed registrations).
-RECORD_ENV = '''
+RECORD_ENV = """
 import os
 from pathlib import Path
 
@@ -48,15 +48,14 @@ def test_record(real_services_sync):
     Path(f"env-{worker}").write_text(rs.environment.name)
     token = rs.auth_client.login("test@example.com", "password")
     assert rs.backend_client.me(token)["email"] == "test@example.com"
-'''
+"""
 
 
 def run(pytester: pytest.Pytester, *args: str, timeout: float = 600) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
 
 
-TENV = new_class(kind=KIND, version=API_VERSION, namespaced=False, plural=PLURAL,
-                            asyncio=False)
+TENV = new_class(kind=KIND, version=API_VERSION, namespaced=False, plural=PLURAL, asyncio=False)
 
 
 def api() -> Any:
@@ -93,9 +92,13 @@ def test_plan_tests_in_real_mode(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plan=PLAN_TESTS)
     result = run(pytester, "--testenv-report=report.json")
     result.assert_outcomes(passed=2)
-    result.stdout.re_match_lines([r"testenv: created TestEnvironment pytest-\w+",
-                                  r"testenv: \w+ ready \(\d+\.\ds\) \[1/3\]",
-                                  r"testenv: \w+ ready .*\[3/3\]"])
+    result.stdout.re_match_lines(
+        [
+            r"testenv: created TestEnvironment pytest-\w+",
+            r"testenv: \w+ ready \(\d+\.\ds\) \[1/3\]",
+            r"testenv: \w+ ready .*\[3/3\]",
+        ]
+    )
     report = json.loads((pytester.path / "report.json").read_text())
     env = report["environment"]
     assert env["mode"] == "real" and env["namespace"]
@@ -130,8 +133,15 @@ def test_reuse_second_run_reuses_the_ready_environment(pytester: pytest.Pytester
         obj = get_env(name)
         assert obj is not None and not obj.metadata.get("deletionTimestamp")
         # Only environments offered for reuse count: other sessions' own ones share the hash.
-        same_hash = list(api().get(TENV, label_selector={
-            SPEC_HASH_LABEL: obj.labels[SPEC_HASH_LABEL], "testenv.dev/reusable": "true"}))
+        same_hash = list(
+            api().get(
+                TENV,
+                label_selector={
+                    SPEC_HASH_LABEL: obj.labels[SPEC_HASH_LABEL],
+                    "testenv.dev/reusable": "true",
+                },
+            )
+        )
         assert [o.name for o in same_hash] == [name]
     finally:
         obj = get_env(name)
@@ -142,14 +152,16 @@ def test_reuse_second_run_reuses_the_ready_environment(pytester: pytest.Pytester
 def test_killed_pytest_env_expires_with_its_lease(pytester: pytest.Pytester) -> None:
     spec = pytester.path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"lease": "20s"}))
-    pytester.makepyfile(test_hang='''
+    pytester.makepyfile(
+        test_hang="""
         import time
         from pathlib import Path
 
         def test_hang(real_services_sync):
             Path("env-name").write_text(real_services_sync.environment.name)
             time.sleep(600)
-    ''')
+    """
+    )
     proc = pytester.popen(
         [*pytester._getpytestargs(), "-p", "no:cacheprovider", f"--testenv-spec={spec}"],
         stdout=open(pytester.path / "out.txt", "wb"),
@@ -180,14 +192,18 @@ def test_local_mode_passes_the_same_suite(pytester: pytest.Pytester) -> None:
 def test_operator_missing_or_failed_env_is_reported(pytester: pytest.Pytester) -> None:
     """A spec whose image cannot be pulled: fail with the status message and forensics."""
     spec = pytester.path / "bad.yaml"
-    spec.write_text(yaml.safe_dump({"services": [{
-        "name": "auth", "image": "testenv/does-not-exist:0", "readinessTimeout": "20s"}]}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "services": [
+                    {"name": "auth", "image": "testenv/does-not-exist:0", "readinessTimeout": "20s"}
+                ]
+            }
+        )
+    )
     pytester.makepyfile(test_x="def test_a(real_services_sync): pass\n")
-    result = run(
-        pytester, f"--testenv-spec={spec}", "--testenv-timeout=120")
+    result = run(pytester, f"--testenv-spec={spec}", "--testenv-timeout=120")
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
     assert "EnvironmentFailedError" in out
     assert "testenv forensics" in out and "events in testenv-" in out
-
-

@@ -27,7 +27,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No TESTENV_*/plan variables leak in; inner pytest processes can import our packages."""
     for name in list(os.environ):
         if name.startswith("TESTENV_") or name in (
-            "USE_REAL_SERVICES", "TEST_ISOLATION", "DYNAMIC_PORTS", "PYTEST_XDIST_WORKER",
+            "USE_REAL_SERVICES",
+            "TEST_ISOLATION",
+            "DYNAMIC_PORTS",
+            "PYTEST_XDIST_WORKER",
             "PYTEST_ADDOPTS",
         ):
             monkeypatch.delenv(name, raising=False)

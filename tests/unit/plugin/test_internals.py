@@ -31,10 +31,16 @@ def test_load_spec_resource_or_bare_spec(tmp_path: Path) -> None:
     spec, labels = load_spec(bare)
     assert (spec.lease, spec.ttl, labels) == ("20s", "10m", {})
     full = tmp_path / "full.yaml"
-    full.write_text(yaml.safe_dump({
-        "apiVersion": "testenv.dev/v1alpha1", "kind": "TestEnvironment",
-        "metadata": {"name": "ignored", "labels": {"team": "a"}}, "spec": {"lease": "30s"},
-    }))
+    full.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "testenv.dev/v1alpha1",
+                "kind": "TestEnvironment",
+                "metadata": {"name": "ignored", "labels": {"team": "a"}},
+                "spec": {"lease": "30s"},
+            }
+        )
+    )
     spec, labels = load_spec(full)
     assert (spec.lease, labels) == ("30s", {"team": "a"})
     bad = tmp_path / "bad.yaml"
@@ -45,8 +51,12 @@ def test_load_spec_resource_or_bare_spec(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("reuse", "keep", "spec_lease", "expected"),
-    [(False, False, None, "2m"), (False, False, "20s", "20s"), (True, False, "20s", None),
-     (False, True, None, None)],
+    [
+        (False, False, None, "2m"),
+        (False, False, "20s", "20s"),
+        (True, False, "20s", None),
+        (False, True, None, None),
+    ],
 )
 def test_lease_only_when_the_session_deletes(
     reuse: bool, keep: bool, spec_lease: str | None, expected: str | None
@@ -70,19 +80,26 @@ def test_localize_rewrites_every_url() -> None:
     assert local.health_url == "http://127.0.0.1:40000/health"
     assert local.ws_url == "ws://127.0.0.1:40000/ws"
     assert (local.name, local.port) == ("backend", 40000)
-    assert pod_selector("e", "backend") == {"app.kubernetes.io/name": "backend",
-                                            "testenv.dev/environment": "e"}
+    assert pod_selector("e", "backend") == {
+        "app.kubernetes.io/name": "backend",
+        "testenv.dev/environment": "e",
+    }
 
 
 def test_discovery_files_roundtrip(tmp_path: Path) -> None:
-    records = {s.name: DiscoveryRecord.for_service(s, "127.0.0.1", 5000 + i)
-               for i, s in enumerate(reference_services())}
+    records = {
+        s.name: DiscoveryRecord.for_service(s, "127.0.0.1", 5000 + i)
+        for i, s in enumerate(reference_services())
+    }
     written = write_discovery_files(tmp_path / "d" / "gw0", records)
     discovery = ServiceDiscovery(discovery_dir=tmp_path / "d" / "gw0")
     assert discovery.services() == ["auth", "backend", "frontend"]
     info = asyncio.run(discovery.get_service_info("backend"))
     assert (info.port, info.base_url, info.ws_url) == (
-        5001, "http://127.0.0.1:5001", "ws://127.0.0.1:5001/ws")
+        5001,
+        "http://127.0.0.1:5001",
+        "ws://127.0.0.1:5001/ws",
+    )
     assert json.loads((tmp_path / "d" / "gw0" / "auth.json").read_text())["port"] == 5000
     ws = asyncio.run(TestClientFactory(discovery).create_websocket_client("a b/c"))
     assert ws.url == "ws://127.0.0.1:5001/ws?token=a%20b%2Fc"

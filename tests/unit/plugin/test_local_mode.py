@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 # The plan's tests, exactly as written (plain async def, no marker, no asyncio config).
-PLAN_TESTS = '''
+PLAN_TESTS = """
 async def test_websocket_auth_flow(real_services):
     # Get auth token
     token = await real_services.auth_client.login("test@example.com", "password")
@@ -41,7 +41,7 @@ async def test_first_time_user_journey(real_services):
     # Complete onboarding flow
     await ws.send({"type": "onboarding_start"})
     # ... continue journey
-'''
+"""
 
 
 def run(pytester: pytest.Pytester, *args: str, timeout: float = 120) -> pytest.RunResult:
@@ -60,8 +60,12 @@ def test_plan_tests_pass_as_written(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plan=PLAN_TESTS)
     result = run(pytester)
     result.assert_outcomes(passed=2)
-    result.stdout.re_match_lines([r"testenv: (auth|backend|frontend) ready \(\d+\.\ds\) \[1/3\]",
-                                  r"testenv: \w+ ready .* \[3/3\]"])
+    result.stdout.re_match_lines(
+        [
+            r"testenv: (auth|backend|frontend) ready \(\d+\.\ds\) \[1/3\]",
+            r"testenv: \w+ ready .* \[3/3\]",
+        ]
+    )
     assert not (pytester.path / ".service_discovery").exists()
 
 
@@ -71,7 +75,8 @@ def test_plan_tests_without_pytest_asyncio(pytester: pytest.Pytester) -> None:
 
 
 def test_sync_fixture_and_more_of_the_api(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_sync='''
+    pytester.makepyfile(
+        test_sync="""
         from testenv_pytest import ServiceDiscovery, TestClientFactory
 
         def test_sync_clients(real_services_sync):
@@ -99,12 +104,14 @@ def test_sync_fixture_and_more_of_the_api(pytester: pytest.Pytester) -> None:
                 await ws.send_chat("x")
                 assert (await ws.receive())["type"] == "chat_response"
             assert (await real_services.backend_client.health())
-    ''')
+    """
+    )
     run(pytester).assert_outcomes(passed=2)
 
 
 def test_discovery_files_written_then_removed(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_disc='''
+    pytester.makepyfile(
+        test_disc="""
         import json
         from pathlib import Path
 
@@ -117,7 +124,8 @@ def test_discovery_files_written_then_removed(pytester: pytest.Pytester) -> None
             assert record["health_url"] == f"http://127.0.0.1:{record['port']}/health"
             assert record["ws_url"] == f"ws://127.0.0.1:{record['port']}/ws"
             Path("seen").write_text(str(record["port"]))
-    ''')
+    """
+    )
     run(pytester).assert_outcomes(passed=1)
     port = int((pytester.path / "seen").read_text())
     assert not (pytester.path / ".service_discovery").exists()
@@ -125,13 +133,16 @@ def test_discovery_files_written_then_removed(pytester: pytest.Pytester) -> None
 
 
 def test_report_json_and_junit_properties(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_plan=PLAN_TESTS, test_other='''
+    pytester.makepyfile(
+        test_plan=PLAN_TESTS,
+        test_other="""
         import pytest
         def test_fails(real_services_sync):
             assert False, "boom"
         @pytest.mark.skip
         def test_skipped(): pass
-    ''')
+    """,
+    )
     result = run(pytester, "--testenv-report=out/report.json", "--junitxml=junit.xml")
     result.assert_outcomes(passed=2, failed=1, skipped=1)
     report = json.loads((pytester.path / "out" / "report.json").read_text())
@@ -146,48 +157,61 @@ def test_report_json_and_junit_properties(pytester: pytest.Pytester) -> None:
         assert check["url"] == f"http://127.0.0.1:{ports[name]}/health"
     results = report["test_results"]
     assert (results["total"], results["passed"], results["failed"], results["skipped"]) == (
-        4, 2, 1, 1)
+        4,
+        2,
+        1,
+        1,
+    )
     outcomes = {t["nodeid"].split("::")[-1]: t["outcome"] for t in results["tests"]}
     assert outcomes["test_fails"] == "failed"
-    props = {p.get("name"): p.get("value")
-             for p in ET.parse(pytester.path / "junit.xml").iter("property")}
+    props = {
+        p.get("name"): p.get("value")
+        for p in ET.parse(pytester.path / "junit.xml").iter("property")
+    }
     assert props["testenv_mode"] == "local"
     assert float(props["testenv_startup_time"]) == report["startup_time"]
     assert "testenv_phase_auth_ready" in props
 
 
 def test_failure_gets_forensics_section(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_fail='''
+    pytester.makepyfile(
+        test_fail="""
         def test_fails(real_services_sync):
             assert False, "boom"
-    ''')
+    """
+    )
     result = run(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*testenv forensics*", "--- auth (port *, running), log *"])
 
 
 def test_service_that_cannot_start(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_x='''
+    pytester.makepyfile(
+        test_x="""
         def test_a(real_services_sync): pass
         def test_b(real_services_sync): pass
-    ''')
+    """
+    )
     result = run(pytester, "--testenv-local-package=no_such_services_pkg")
     result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines(["*EnvironmentFailedError*exited with code 1*",
-                                 "*No module named 'no_such_services_pkg'*"])
+    result.stdout.fnmatch_lines(
+        ["*EnvironmentFailedError*exited with code 1*", "*No module named 'no_such_services_pkg'*"]
+    )
 
 
 def test_provisioning_timeout(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_a(real_services_sync): pass\n")
     result = run(pytester, "--testenv-timeout=0.05")
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ProvisioningTimeoutError*not ready after 0.05s*",
-                                 "*testenv forensics*"])
+    result.stdout.fnmatch_lines(
+        ["*ProvisioningTimeoutError*not ready after 0.05s*", "*testenv forensics*"]
+    )
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
 def test_cleanup_on_interrupt(pytester: pytest.Pytester, signame: str) -> None:
-    pytester.makepyfile(test_int=f'''
+    pytester.makepyfile(
+        test_int=f"""
         import json, os, signal, time
         from pathlib import Path
 
@@ -199,7 +223,8 @@ def test_cleanup_on_interrupt(pytester: pytest.Pytester, signame: str) -> None:
 
         def test_never_runs():
             Path("ran").write_text("")
-    ''')
+    """
+    )
     result = run(pytester)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     ports = json.loads((pytester.path / "ports.json").read_text())
@@ -215,7 +240,7 @@ def test_xdist_plan_tests(pytester: pytest.Pytester) -> None:
     assert not (pytester.path / ".service_discovery").exists()
 
 
-RECORD_ENV = '''
+RECORD_ENV = """
 import os
 from pathlib import Path
 
@@ -226,7 +251,7 @@ def test_env_name(real_services_sync):
     Path(f"env-{worker}").write_text(f"{rs.environment.name} {port}")
     assert rs.auth_client.login("test@example.com", "password")
     assert os.environ["TESTENV_DISCOVERY_DIR"].endswith(worker)
-'''
+"""
 
 
 @pytest.mark.parametrize("xdist_mode", ["shared", "per-worker"])
@@ -255,15 +280,23 @@ def test_no_environment_without_the_fixtures(pytester: pytest.Pytester) -> None:
 
 def test_cluster_unreachable_is_actionable(pytester: pytest.Pytester, tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
-        "clusters": [{"name": "dead", "cluster": {"server": "https://127.0.0.1:1"}}],
-        "users": [{"name": "u", "user": {"token": "x"}}],
-        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
-    }))
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "dead",
+                "clusters": [{"name": "dead", "cluster": {"server": "https://127.0.0.1:1"}}],
+                "users": [{"name": "u", "user": {"token": "x"}}],
+                "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}],
+            }
+        )
+    )
     pytester.makepyfile(test_x="def test_a(real_services_sync): pass\n")
     result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", f"--testenv-kubeconfig={kubeconfig}", timeout=60)
+        "-p", "no:cacheprovider", f"--testenv-kubeconfig={kubeconfig}", timeout=60
+    )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
-        ["*ClusterUnreachableError: cannot reach the Kubernetes API*--testenv-mode=local*"])
+        ["*ClusterUnreachableError: cannot reach the Kubernetes API*--testenv-mode=local*"]
+    )

@@ -16,9 +16,18 @@ def test_help_lists_the_testenv_group(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help", "-p", "no:asyncio")
     out = result.stdout.str()
     assert "testenv: ephemeral test environments" in out
-    for flag in ("--testenv-kubeconfig", "--testenv-context", "--testenv-spec",
-                 "--testenv-reuse", "--testenv-keep", "--testenv-timeout", "--testenv-report",
-                 "--testenv-mode", "--testenv-xdist", "--real-services"):
+    for flag in (
+        "--testenv-kubeconfig",
+        "--testenv-context",
+        "--testenv-spec",
+        "--testenv-reuse",
+        "--testenv-keep",
+        "--testenv-timeout",
+        "--testenv-report",
+        "--testenv-mode",
+        "--testenv-xdist",
+        "--real-services",
+    ):
         assert flag in out
     assert "TESTENV_TIMEOUT" in out and "testenv_timeout" in out
 
@@ -76,8 +85,11 @@ def test_paths_are_resolved(pytester: pytest.Pytester) -> None:
     ],
 )
 def test_invalid_values_are_usage_errors(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
-    args: list[str], env: dict[str, str], message: str,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
 ) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
