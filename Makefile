@@ -55,8 +55,8 @@ test: venv deps install-operator  ## everything: lint, unit tests, e2e tests on 
 	$(MAKE) lint
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: venv  ## unit tests only (seconds, no cluster)
-	$(PY) -m pytest -m "not e2e" -q $(PYTEST_ARGS)
+test-unit: venv  ## unit tests only (seconds, no cluster, no processes)
+	$(PY) -m pytest -m "not e2e and not integration" -q $(PYTEST_ARGS)
 
 test-e2e: venv deps install-operator  ## e2e tests only
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Real local processes: seconds each, so `make test-unit` leaves them out.
+pytestmark = pytest.mark.integration
+
 # The plan's tests, exactly as written (plain async def, no marker, no asyncio config).
 PLAN_TESTS = """
 async def test_websocket_auth_flow(real_services):

@@ -21,6 +21,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+# Real local processes: seconds each, so `make test-unit` leaves them out.
+pytestmark = pytest.mark.integration
+
 SERVICES_DIR = Path(__file__).resolve().parents[3] / "services"
 
 
