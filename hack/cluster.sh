@@ -379,6 +379,11 @@ import_images() {
 
 cmd_up() {
   local t0; t0=$(now)
+  if cmd_status >/dev/null 2>&1; then
+    ok "cluster already up (node $NODE_NAME; 'make cluster-status' for details)"
+    echo "export KUBECONFIG=$KUBECONFIG"
+    return
+  fi
   local warm=1
   preflight
   [[ -x "$K8S_BIN/kubelet" && -x "$ETCD_BIN/etcd" && -x "$COREDNS_BIN/coredns" ]] || warm=0

@@ -152,3 +152,14 @@ def test_committed_manifests_are_current() -> None:
     assert container["command"] == ["python3", "-m", "testenv_operator"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_chart_passes_helm_lint() -> None:
+    gen = _gen_manifests()
+    helm = gen.find_helm()
+    if helm is None or (not shutil.which(helm) and not Path(helm).exists()):
+        pytest.skip("helm is not installed")
+    linted = subprocess.run(
+        [helm, "lint", "--strict", str(gen.CHART)], capture_output=True, text=True, check=False
+    )
+    assert linted.returncode == 0, linted.stdout + linted.stderr
