@@ -23,20 +23,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
+from _kube import kubectl_path  # noqa: E402
 from testenv_operator.api import TestEnvironmentSpec  # noqa: E402
 
-
-def _kubectl() -> str:
-    versions = dict(
-        line.split("=", 1)
-        for line in (ROOT / "hack/versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    pinned = Path.home() / f".cache/testenv/bin/kubernetes-{versions['KUBE_VERSION']}/kubectl"
-    return str(pinned) if pinned.exists() else "kubectl"
-
-
-KUBECTL = _kubectl()
+KUBECTL = kubectl_path()
 
 
 def _run(*args: str, stdin: str | None = None) -> str:
