@@ -7,13 +7,18 @@ kr8s asks again for the ready pods and re-targets another one.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from kr8s.asyncio.portforward import PortForward
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 from testenv_operator.api import ENVIRONMENT_LABEL, DiscoveryRecord
 
 from ._errors import PortForwardLostError
@@ -105,26 +110,35 @@ def localize(record: DiscoveryRecord, host: str, port: int) -> DiscoveryRecord:
     )
 
 
+class _Unhealthy(Exception):
+    """A health answer that is not 2xx (retried like a transport error)."""
+
+
 async def verify(record: DiscoveryRecord, seconds: float = 30.0) -> dict[str, Any]:
     """GET the health URL through the forward until it answers 2xx (PortForwardLostError)."""
-    deadline = time.monotonic() + seconds
+    retrying = AsyncRetrying(
+        stop=stop_after_delay(seconds),
+        wait=wait_exponential(multiplier=0.05, max=1.0),
+        retry=retry_if_exception_type((httpx.TransportError, _Unhealthy)),
+        reraise=True,
+    )
     last = "no attempt"
     async with httpx.AsyncClient(timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            t0 = time.monotonic()
-            try:
-                response = await client.get(record.health_url)
-                if response.is_success:
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    t0 = time.monotonic()
+                    response = await client.get(record.health_url)
+                    if not response.is_success:
+                        raise _Unhealthy(f"HTTP {response.status_code}")
                     return {
                         "url": record.health_url,
                         "status_code": response.status_code,
                         "ok": True,
                         "latency_ms": round((time.monotonic() - t0) * 1000, 1),
                     }
-                last = f"HTTP {response.status_code}"
-            except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(0.2)
+        except (httpx.TransportError, _Unhealthy) as exc:
+            last = f"{type(exc).__name__}: {exc}"
     raise PortForwardLostError(
         f"service {record.name!r}: health check {record.health_url} through the port-forward "
         f"failed for {seconds:.0f}s ({last})"
