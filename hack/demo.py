@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import sys
 import time
@@ -126,7 +127,21 @@ async def up(name: str, budget_s: float) -> int:
         )
     _say("  discovery: kubectl -n " + namespace + f" get configmap {DISCOVERY_CONFIGMAP} -o yaml")
     _say(f"  remove it: make demo-down   (or kubectl delete testenv {name})")
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if kubeconfig:
+        _say(f"\n  the kubectl commands above need: export KUBECONFIG={kubeconfig}")
+        _say(f"  (this project's kubectl: {_pinned_kubectl_dir()}/kubectl)")
     return 0
+
+
+def _pinned_kubectl_dir() -> str:
+    versions = dict(
+        line.split("=", 1)
+        for line in (ROOT / "hack/versions.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    cache = Path(os.environ.get("TESTENV_CACHE", Path.home() / ".cache/testenv"))
+    return str(cache / f"bin/kubernetes-{versions['KUBE_VERSION']}")
 
 
 async def down(name: str) -> int:
