@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import kr8s
@@ -17,25 +18,13 @@ from testenv_operator.api import API_VERSION, KIND, PLURAL, SPEC_HASH_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
-PLAN_TESTS = """
-async def test_websocket_auth_flow(real_services):
-    token = await real_services.auth_client.login("test@example.com", "password")
-    ws_client = await real_services.websocket_factory(token)
-    await ws_client.connect()
-    await ws_client.send_chat("Hello")
-    response = await ws_client.receive()
-    assert response["type"] == "chat_response"
-
-async def test_first_time_user_journey(real_services):
-    user = await real_services.auth_client.register(
-        email="new@example.com",
-        password="secure123"
-    )
-    token = await real_services.auth_client.login(user.email, "secure123")
-    ws = await real_services.websocket_factory(token)
-    await ws.connect()
-    await ws.send({"type": "onboarding_start"})
-"""
+PLAN_TESTS = "\n".join(
+    line
+    for line in (Path(__file__).resolve().parents[2] / "e2e/test_plan_examples.py")
+    .read_text()
+    .splitlines()
+    if not line.startswith(("import pytest", "pytestmark"))
+)
 
 # Safe to run many times against one environment (no fixed registrations).
 RECORD_ENV = """
