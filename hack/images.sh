@@ -3,6 +3,7 @@
 # keyed by their inputs, and import them into the local cluster's containerd when it runs.
 #
 #   hack/images.sh [pause|base|apps|all]
+#   hack/images.sh context DIR   only the app build context, for `docker build` elsewhere
 source "$(dirname "$0")/lib/common.sh"
 
 APPS=(operator:testenv_operator auth:testenv_services.auth backend:testenv_services.backend frontend:testenv_services.frontend)
@@ -88,6 +89,16 @@ apps_key() {
      | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-12
 }
 
+# app_context DIR — the build context of images/app/Containerfile: wheels of the project and
+# of its dependencies, so that the image build itself needs no network.
+app_context() {
+  local ctx="$1"
+  rm -rf "$ctx"; mkdir -p "$ctx/wheels"
+  step "building wheels of the project and its dependencies" \
+    python3 -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ROOT_DIR[services]"
+  cp "$ROOT_DIR/images/app/Containerfile" "$ctx/"
+}
+
 build_apps() {
   local key; key="$(apps_key)"
   local missing=0
@@ -95,10 +106,7 @@ build_apps() {
   if [[ $missing == 1 ]]; then
     build_base
     local ctx="$CACHE_DIR/build/app"
-    rm -rf "$ctx"; mkdir -p "$ctx/wheels"
-    step "building wheels of the project and its dependencies" \
-      python3 -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ROOT_DIR[services]"
-    cp "$ROOT_DIR/images/app/Containerfile" "$ctx/"
+    app_context "$ctx"
     for app in "${APPS[@]}"; do
       local name="${app%%:*}" module="${app#*:}" ref="testenv/${app%%:*}:$APP_VERSION"
       step "building image $ref" buildah bud --layers=false --build-arg "BASE_IMAGE=$BASE_IMAGE" \
@@ -116,5 +124,6 @@ case "${1:-all}" in
   base) build_base ;;
   apps) build_apps ;;
   all) build_pause; build_apps ;;
-  *) die "usage: hack/images.sh [pause|base|apps|all]" ;;
+  context) app_context "${2:?usage: hack/images.sh context DIR}"; ok "build context in $2" ;;
+  *) die "usage: hack/images.sh [pause|base|apps|all|context DIR]" ;;
 esac
