@@ -86,7 +86,7 @@ port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
 
 install_packages() {
   local missing=()
-  for p in "${DEBIAN_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  for p in "${DEBIAN_PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
   [[ ${#missing[@]} -eq 0 ]] && return
   log "installing Debian packages: ${missing[*]}"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") \
@@ -98,6 +98,10 @@ preflight() {
   [[ -n "$EXT_IF" && -n "$NODE_IP" ]] || die "no default route: cannot pick the node's address"
   mkdir -p "$CACHE_DIR/logs" "$LOG_DIR" "$RUN_DIR"
   install_packages
+  local need
+  for need in containerd ctr runc iptables conntrack openssl buildah debootstrap curl /usr/lib/cni/bridge; do
+    command -v "$need" >/dev/null || die "'$need' is missing after installing Debian packages; read $CACHE_DIR/logs/apt.log"
+  done
   for p in "$APISERVER_PORT" 2379 2380 10250 10257 10259; do
     if ! port_free "$p" && ! cluster_running; then
       die "port $p is already in use by another program ($(ss -Hltnp "sport = :$p" | awk '{print $6}')); stop it, or run 'make cluster-down' if it is a previous cluster"

@@ -3,7 +3,7 @@
 source "$(dirname "$0")/lib/common.sh"
 PACKAGES=(chromium curl)
 missing=()
-for p in "${PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
 if [[ ${#missing[@]} -gt 0 ]]; then
   log "installing Debian packages: ${missing[*]}"
   mkdir -p "$CACHE_DIR/logs"

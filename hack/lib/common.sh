@@ -38,3 +38,7 @@ PAUSE_VERSION=3.10
 PAUSE_IMAGE="docker.io/testenv/pause:$PAUSE_VERSION"
 BASE_IMAGE="testenv/python-base:bookworm-1"
 APP_VERSION="0.1.0"
+
+# installed PACKAGE — is the Debian package installed (not merely known, or removed with its
+# configuration left behind)?
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
