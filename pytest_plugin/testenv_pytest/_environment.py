@@ -15,7 +15,7 @@ from typing import Any
 import kr8s
 import kr8s.asyncio
 import yaml
-from kr8s.asyncio.objects import new_class
+from kr8s.asyncio.objects import Namespace, new_class
 from pydantic import ValidationError
 from testenv_operator.api import (
     API_VERSION,
@@ -52,6 +52,8 @@ INSTALL_HINT = (
 TestEnvironment: Any = new_class(
     kind=KIND, version=API_VERSION, namespaced=False, plural=PLURAL, asyncio=True
 )
+# How long teardown waits for the environment and its namespace to be gone before warning.
+TEARDOWN_TIMEOUT = 90.0
 
 
 def load_spec(path: Path | None) -> tuple[TestEnvironmentSpec, dict[str, str]]:
@@ -193,6 +195,7 @@ class KubeEnvironment:
         self.forwards: dict[str, ServiceForward] = {}
         self._renewer: asyncio.Task[None] | None = None
         self.renew_errors: list[str] = []
+        self.teardown_message: str | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, progress: Progress) -> StartResult:
@@ -402,7 +405,9 @@ class KubeEnvironment:
             with contextlib.suppress(Exception):
                 await forward.stop()
         if self.deletes_on_stop and self.obj is not None:
-            await delete_environment(self.api, self.name)
+            self.teardown_message = await delete_and_confirm(
+                self.api, self.name, self.namespace, budget_s=TEARDOWN_TIMEOUT
+            )
 
     async def check_forwards(self) -> None:
         """Raise PortForwardLostError if a service no longer answers through its forward."""
@@ -441,6 +446,34 @@ async def delete_environment(api: Any, name: str) -> bool:
             return False
         raise
     return True
+
+
+async def delete_and_confirm(api: Any, name: str, namespace: str | None, *, budget_s: float) -> str:
+    """Delete the environment, then wait (by watching) until it and its namespace are gone.
+
+    Returns the line for the terminal summary: a confirmation that nothing leaked, or a
+    warning naming what is still there.
+    """
+    started = time.monotonic()
+    if not await delete_environment(api, name):
+        return f"testenv: TestEnvironment {name} was already gone"
+    pending = f"TestEnvironment {name}"
+    try:
+        env = TestEnvironment({"metadata": {"name": name}}, api=api)
+        await env.async_wait("delete", timeout=budget_s)
+        if namespace:
+            pending = f"namespace {namespace}"
+            left = max(budget_s - (time.monotonic() - started), 1.0)
+            ns = Namespace({"metadata": {"name": namespace}}, api=api)
+            await ns.async_wait("delete", timeout=left)
+    except TimeoutError:
+        return (
+            f"testenv: WARNING: {pending} still exists {budget_s:.0f}s after deleting the "
+            f"environment; see `kubectl get namespace {namespace} -o yaml` (its conditions "
+            "say what blocks it)"
+        )
+    took = time.monotonic() - started
+    return f"testenv: deleted TestEnvironment {name} and namespace {namespace} ({took:.1f}s)"
 
 
 async def collect_forensics(api: Any, name: str, *, log_lines: int = 20, events: int = 15) -> str:

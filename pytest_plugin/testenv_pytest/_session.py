@@ -320,7 +320,10 @@ class TestenvSession:
             ):
                 self.kept_lines = self.provider.how_to_reach()
             try:
-                self.loop.run(self.provider.stop(), timeout=60)
+                self.loop.run(self.provider.stop(), timeout=120)
+                message = getattr(self.provider, "teardown_message", None)
+                if message:
+                    self.kept_lines.append(message)
             except Exception as exc:
                 self.kept_lines.append(
                     f"testenv: teardown failed ({type(exc).__name__}: {exc}); the lease "
