@@ -164,7 +164,10 @@ def test_killed_pytest_env_expires_with_its_lease(pytester: pytest.Pytester) -> 
     deadline = time.monotonic() + 300
     try:
         while not name_file.exists():  # the inner session provisions: wait for its test
-            assert proc.poll() is None, "inner pytest ended early"
+            if proc.poll() is not None:
+                out = (pytester.path / "out.txt").read_text(errors="replace")
+                err = (pytester.path / "err.txt").read_text(errors="replace")
+                pytest.fail(f"inner pytest ended early:\n{out[-3000:]}\n{err[-2000:]}")
             assert time.monotonic() < deadline, "the environment never became ready"
             time.sleep(0.5)
     finally:
