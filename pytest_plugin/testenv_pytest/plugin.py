@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ._context import RealServiceContext, StartResult, SyncRealServiceContext
+from ._errors import TestenvError
 from ._options import add_options, resolve
 from ._report import TestResults, environment_section, junit_properties, write_report
 from ._session import TestenvSession
@@ -153,6 +154,11 @@ class TestenvPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        error = call.excinfo.value if call.excinfo else None
+        if report.failed and isinstance(error, TestenvError):
+            # Our errors say what went wrong and what to do; a traceback into the plugin's
+            # internals would only bury that.
+            report.longrepr = f"{type(error).__name__}: {error}"
         if (
             report.failed
             and _uses_testenv(item)
