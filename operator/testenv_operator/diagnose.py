@@ -18,6 +18,9 @@ IMAGE_REASONS = frozenset(
     {"ImagePullBackOff", "ErrImagePull", "ErrImageNeverPull", "InvalidImageName"}
 )
 CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+# ...except when the kubelet says it is still syncing its Secret/ConfigMap caches for a new
+# namespace: it retries on its own within seconds, so that is not a failure.
+TRANSIENT_CONFIG_MESSAGES = ("failed to sync secret cache", "failed to sync configmap cache")
 CRASH_REASON = "CrashLoopBackOff"
 FATAL_REASONS = IMAGE_REASONS | CONFIG_REASONS
 # A container that exited with an error this many times is crash-looping even while the
@@ -60,7 +63,7 @@ def diagnose_pod(pod: Obj) -> Finding | None:
         waiting = state.get("waiting") or {}
         reason = str(waiting.get("reason") or "")
         message = str(waiting.get("message") or "")
-        if reason in FATAL_REASONS:
+        if reason in FATAL_REASONS and not _transient(reason, message):
             return Finding(reason, message, name, container)
         restarts = int(cs.get("restartCount") or 0)
         last = (cs.get("lastState") or {}).get("terminated") or {}
@@ -72,6 +75,10 @@ def diagnose_pod(pod: Obj) -> Finding | None:
             if not cs.get("ready"):
                 return Finding(CRASH_REASON, _exit_message(last), name, container, True, True)
     return None
+
+
+def _transient(reason: str, message: str) -> bool:
+    return reason in CONFIG_REASONS and any(m in message for m in TRANSIENT_CONFIG_MESSAGES)
 
 
 def _exit_message(terminated: Obj) -> str:

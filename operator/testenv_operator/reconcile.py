@@ -3,8 +3,8 @@
 One idempotent :meth:`Reconciler.reconcile` serves create, update, resume and healing:
 
 1. the namespace must be free or already ours (never adopted: ``NamespaceConflict``);
-2. every object is server-side applied (Namespace first, the rest at once), the Secret is
-   created once;
+2. every object is server-side applied (Namespace first, then the Secret, created once, then
+   the rest at once);
 3. the status is computed from the Deployments and Pods (:mod:`status`), the discovery
    ConfigMap is published once every service is Ready.
 
@@ -195,9 +195,11 @@ class Reconciler:
         objects = render.render_environment(env.name, env.uid, env.spec)
         namespace, rest = objects[0], objects[1:]
         await self.kube.apply(namespace)
-        await asyncio.gather(*(self.kube.apply(obj) for obj in rest))
+        # The Secret exists before any pod that reads it, or the kubelet reports
+        # CreateContainerConfigError ("secret not found") for pods created in between.
         secret = render.render_secret(env.name, env.uid, env.spec, secrets.token_urlsafe(32))
         created_secret = await self.kube.create(secret) is not None
+        await asyncio.gather(*(self.kube.apply(obj) for obj in rest))
         first = state.applied_generation is None
         state.applied_generation = env.generation
         state.applied_at = self.clock()

@@ -406,7 +406,10 @@ class KubeEnvironment:
                 await forward.stop()
         if self.deletes_on_stop and self.obj is not None:
             self.teardown_message = await delete_and_confirm(
-                self.api, self.name, self.namespace, budget_s=TEARDOWN_TIMEOUT
+                self.api,
+                self.name,
+                self.namespace or self.spec.namespace_for(self.name),
+                budget_s=TEARDOWN_TIMEOUT,
             )
 
     async def check_forwards(self) -> None:

@@ -22,6 +22,19 @@ def test_fatal_waiting_reasons(reason: str) -> None:
     assert finding.pod == "p" and finding.container == "svc"
 
 
+def test_kubelet_cache_sync_is_not_a_failure() -> None:
+    """A new namespace's Secret cache still syncing in the kubelet: it retries by itself."""
+    syncing = pod(
+        "p",
+        "svc",
+        waiting="CreateContainerConfigError",
+        message="failed to sync secret cache: timed out waiting for the condition",
+    )
+    assert diagnose.diagnose_pods([syncing]) is None
+    missing = pod("p", "svc", waiting="CreateContainerConfigError", message='secret "x" not found')
+    assert diagnose.diagnose_pods([missing]) is not None
+
+
 def test_crash_loop() -> None:
     finding = diagnose.diagnose_pods(
         [pod("p", "svc", waiting="CrashLoopBackOff", restarts=3, exit_code=2)]
