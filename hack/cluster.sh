@@ -115,6 +115,11 @@ preflight() {
 }
 
 cluster_running() { pid_of kube-apiserver >/dev/null; }
+any_running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null && return 0; done
+  return 1
+}
 
 # --- network guard ---------------------------------------------------------------------
 
@@ -389,6 +394,12 @@ cmd_up() {
     return
   fi
   local warm=1
+  if [[ -d "$STATE_DIR" ]] && ! any_running; then
+    # Left by a cluster whose processes are gone (a reboot, an ended session): its mounts,
+    # rules and pod sandboxes are stale. Start from nothing rather than resume them.
+    warn "removing the stale state of a previous cluster in $STATE_DIR"
+    cmd_down
+  fi
   preflight
   [[ -x "$K8S_BIN/kubelet" && -x "$ETCD_BIN/etcd" && -x "$COREDNS_BIN/coredns" ]] || warm=0
   for c in etcd kubernetes coredns; do bash "$HACK_DIR/build-binaries.sh" "$c"; done
