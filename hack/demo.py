@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import sys
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import kr8s.asyncio
 import yaml
-from kr8s.asyncio.objects import APIObject, ConfigMap, Pod, new_class
+from kr8s.asyncio.objects import APIObject, ConfigMap, Namespace, Pod, new_class
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
@@ -150,11 +149,15 @@ async def down(name: str) -> int:
     if not await env.exists():
         _say(f"no TestEnvironment {name}")
         return 0
+    await env.refresh()
     namespace = (env.raw.get("status") or {}).get("namespace")
+    started = time.monotonic()
     await env.delete()
-    _say(f"==> deleting {name}; waiting until everything it made is gone")
+    _say(f"==> deleting {name}; waiting until it and namespace {namespace} are gone")
     await env.wait("delete", timeout=180)
-    _say(json.dumps({"deleted": name, "namespace": namespace}))
+    if namespace:
+        await Namespace({"metadata": {"name": namespace}}, api=api).wait("delete", timeout=180)
+    _say(f"    gone in {time.monotonic() - started:.1f}s")
     return 0
 
 
