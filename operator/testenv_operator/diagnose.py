@@ -21,6 +21,7 @@ CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"
 # ...except when the kubelet says it is still syncing its Secret/ConfigMap caches for a new
 # namespace: it retries on its own within seconds, so that is not a failure.
 TRANSIENT_CONFIG_MESSAGES = ("failed to sync secret cache", "failed to sync configmap cache")
+SYNCING_CONFIG = "SyncingConfig"
 CRASH_REASON = "CrashLoopBackOff"
 FATAL_REASONS = IMAGE_REASONS | CONFIG_REASONS
 # A container that exited with an error this many times is crash-looping even while the
@@ -119,7 +120,11 @@ def pending_reason(pods: Iterable[Obj], deployment: Obj | None) -> tuple[str, st
         for cs in _container_statuses(pod):
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason"):
-                return str(waiting["reason"]), str(waiting.get("message") or "")
+                reason, message = str(waiting["reason"]), str(waiting.get("message") or "")
+                if _transient(reason, message):
+                    # Not the fatal reason's name: a failure keyed on it would stick.
+                    return SYNCING_CONFIG, message
+                return reason, message
     return "NotReady", "waiting for the readiness probe"
 
 

@@ -31,6 +31,8 @@ def test_kubelet_cache_sync_is_not_a_failure() -> None:
         message="failed to sync secret cache: timed out waiting for the condition",
     )
     assert diagnose.diagnose_pods([syncing]) is None
+    reason, _ = diagnose.pending_reason([syncing], {"status": {}})
+    assert reason == diagnose.SYNCING_CONFIG  # not a (sticky) fatal reason
     missing = pod("p", "svc", waiting="CreateContainerConfigError", message='secret "x" not found')
     assert diagnose.diagnose_pods([missing]) is not None
 

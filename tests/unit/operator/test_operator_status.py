@@ -152,6 +152,29 @@ def test_failure_is_sticky_within_a_generation() -> None:
     assert compute_status(observe(restarting, generation=2), failed).phase is Phase.PROVISIONING
 
 
+def test_kubelet_syncing_its_secret_cache_is_progress_not_failure() -> None:
+    """Seen on a real cluster: pods of a brand-new namespace briefly report
+    CreateContainerConfigError "failed to sync secret cache"; the kubelet retries."""
+    syncing = {
+        "auth": (
+            0,
+            [
+                pod(
+                    "auth-1",
+                    "auth",
+                    waiting="CreateContainerConfigError",
+                    message="failed to sync secret cache: timed out waiting for the condition",
+                )
+            ],
+        )
+    }
+    first = compute_status(observe(syncing), None)
+    again = compute_status(observe(syncing), first)  # not sticky across observations
+    assert first.phase is Phase.PROVISIONING and again.phase is Phase.PROVISIONING
+    ready = compute_status(observe(ready_all(), published=True), again)
+    assert ready.phase is Phase.READY
+
+
 def test_readiness_timeout() -> None:
     states = {"auth": (0, [pod("auth-1", "auth")])}
     status = compute_status(
