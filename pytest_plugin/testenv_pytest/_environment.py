@@ -322,16 +322,18 @@ class KubeEnvironment:
             ready = check(obj.raw)
             if ready is not None:
                 return ready
-            async for event, changed in obj.async_watch():
-                if event == "DELETED":
-                    raise EnvironmentFailedError(
-                        f"TestEnvironment {self.name} was deleted while waiting for it "
-                        "(lease expired or deleted by someone else)",
-                        reason="Deleted",
-                    )
-                ready = check(changed.raw)
-                if ready is not None:
-                    return ready
+            # aclosing: leaving the loop early closes the watch now, not at interpreter exit.
+            async with contextlib.aclosing(obj.async_watch()) as events:
+                async for event, changed in events:
+                    if event == "DELETED":
+                        raise EnvironmentFailedError(
+                            f"TestEnvironment {self.name} was deleted while waiting for it "
+                            "(lease expired or deleted by someone else)",
+                            reason="Deleted",
+                        )
+                    ready = check(changed.raw)
+                    if ready is not None:
+                        return ready
             await obj.async_refresh()  # the watch ended (server timeout): look again
 
     async def _discovery(self) -> dict[str, DiscoveryRecord]:
@@ -462,13 +464,11 @@ async def delete_and_confirm(api: Any, name: str, namespace: str | None, *, budg
         return f"testenv: TestEnvironment {name} was already gone"
     pending = f"TestEnvironment {name}"
     try:
-        env = TestEnvironment({"metadata": {"name": name}}, api=api)
-        await env.async_wait("delete", timeout=budget_s)
-        if namespace:
-            pending = f"namespace {namespace}"
-            left = max(budget_s - (time.monotonic() - started), 1.0)
-            ns = Namespace({"metadata": {"name": namespace}}, api=api)
-            await ns.async_wait("delete", timeout=left)
+        async with asyncio.timeout(budget_s):
+            await _wait_gone(TestEnvironment({"metadata": {"name": name}}, api=api))
+            if namespace:
+                pending = f"namespace {namespace}"
+                await _wait_gone(Namespace({"metadata": {"name": namespace}}, api=api))
     except TimeoutError:
         return (
             f"testenv: WARNING: {pending} still exists {budget_s:.0f}s after deleting the "
@@ -477,6 +477,21 @@ async def delete_and_confirm(api: Any, name: str, namespace: str | None, *, budg
         )
     took = time.monotonic() - started
     return f"testenv: deleted TestEnvironment {name} and namespace {namespace} ({took:.1f}s)"
+
+
+async def _wait_gone(obj: Any) -> None:
+    """Return once ``obj`` no longer exists: a watch from its last version, no polling."""
+    while True:
+        try:
+            await obj.async_refresh()
+        except kr8s.NotFoundError:
+            return
+        # aclosing: returning from the loop closes the watch now, not at interpreter exit.
+        async with contextlib.aclosing(obj.async_watch()) as events:
+            async for event, _ in events:
+                if event == "DELETED":
+                    return
+        # the watch ended (server-side timeout): look again
 
 
 async def collect_forensics(api: Any, name: str, *, log_lines: int = 20, events: int = 15) -> str:
