@@ -9,16 +9,13 @@ to watch (lower is better); the environment is deleted after each round.
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _kube import kubectl_path
+from _common import emit, kubectl_path, parse_args, ratio_result
 
 TEST_FILE = """
 from pathlib import Path
@@ -59,10 +56,7 @@ def one_round() -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     fresh: list[float] = []
     reused: list[float] = []
     for i in range(args.rounds):
@@ -70,15 +64,7 @@ def main() -> int:
         fresh.append(f)
         reused.append(r)
         print(f"round {i + 1}: fresh session {f:.2f}s  reusing session {r:.2f}s", flush=True)
-    result = {
-        "rounds": args.rounds,
-        "fresh_median_s": statistics.median(fresh),
-        "reuse_median_s": statistics.median(reused),
-        "ratio": statistics.median(reused) / statistics.median(fresh),
-    }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    emit(ratio_result(args.rounds, "reuse", reused, "fresh", fresh), args.json)
     return 0
 
 

@@ -10,9 +10,7 @@ the machine and whatever else it is doing.
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -23,7 +21,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from _kube import kubectl_path  # noqa: E402
+from _common import emit, kubectl_path, parse_args, ratio_result  # noqa: E402
 from testenv_operator.api import TestEnvironmentSpec  # noqa: E402
 
 KUBECTL = kubectl_path()
@@ -125,10 +123,7 @@ def environment_round() -> tuple[float, dict[str, Any]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parse_args(__doc__)
     base: list[float] = []
     envs: list[float] = []
     phases: list[dict[str, Any]] = []
@@ -138,16 +133,8 @@ def main() -> int:
         envs.append(took)
         phases.append(timings)
         print(f"round {i + 1}: baseline {base[-1]:.2f}s  environment {envs[-1]:.2f}s", flush=True)
-    result = {
-        "rounds": args.rounds,
-        "baseline_median_s": statistics.median(base),
-        "environment_median_s": statistics.median(envs),
-        "ratio": statistics.median(envs) / statistics.median(base),
-        "environment_phases": phases,
-    }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+    result = ratio_result(args.rounds, "environment", envs, "baseline", base)
+    emit({**result, "environment_phases": phases}, args.json)
     return 0
 
 

@@ -52,6 +52,16 @@ def _kubectl(kubectl: str, *args: str, timeout: float = 60) -> subprocess.Comple
     )
 
 
+def _apply(kubectl: str, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [kubectl, "apply", "-f", "-"],
+        input=json.dumps(manifest),
+        text=True,
+        capture_output=True,
+        check=False,
+    )
+
+
 @pytest.fixture(scope="module")
 def namespace(kube_api: kr8s.Api) -> Iterator[str]:
     name = f"smoke-{uuid.uuid4().hex[:6]}"
@@ -93,13 +103,7 @@ def web(kube_api: kr8s.Api, kubectl: str, namespace: str) -> str:
             },
         ],
     }
-    applied = subprocess.run(
-        [kubectl, "apply", "-f", "-"],
-        input=json.dumps(manifest),
-        text=True,
-        capture_output=True,
-        check=False,
-    )
+    applied = _apply(kubectl, manifest)
     assert applied.returncode == 0, applied.stderr
     waited = _kubectl(
         kubectl,
@@ -149,13 +153,7 @@ def test_service_dns_name_reaches_pod(kube_api: kr8s.Api, kubectl: str, web: str
             ],
         },
     }
-    applied = subprocess.run(
-        [kubectl, "apply", "-f", "-"],
-        input=json.dumps(client),
-        text=True,
-        capture_output=True,
-        check=False,
-    )
+    applied = _apply(kubectl, client)
     assert applied.returncode == 0, applied.stderr
     # Wait for the container to finish either way, then judge by its exit and output.
     done = _kubectl(
@@ -242,13 +240,7 @@ def test_privileged_pod_refused_in_restricted_namespace(kube_api: kr8s.Api, kube
                 ]
             },
         }
-        result = subprocess.run(
-            [kubectl, "apply", "-f", "-"],
-            input=json.dumps(pod),
-            text=True,
-            capture_output=True,
-            check=False,
-        )
+        result = _apply(kubectl, pod)
         assert result.returncode != 0
         assert "violates PodSecurity" in result.stderr and "privileged" in result.stderr
     finally:
