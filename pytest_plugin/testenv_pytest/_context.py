@@ -57,35 +57,34 @@ class Provider(Protocol):
     async def forensics(self) -> str: ...
 
 
-@dataclass
-class RealServiceContext:
+@dataclass(kw_only=True)
+class _ServicesContext:
+    """What both fixtures' contexts hold besides their clients."""
+
+    discovery: ServiceDiscovery
+    environment: EnvironmentInfo
+    factory: TestClientFactory
+
+    @property
+    def services(self) -> dict[str, ServiceInfo]:
+        return {n: self.discovery.get_service_info_sync(n) for n in self.discovery.services()}
+
+
+@dataclass(kw_only=True)
+class RealServiceContext(_ServicesContext):
     """The ``real_services`` fixture: typed clients for the running services."""
 
     auth_client: AuthTestClient
     backend_client: BackendTestClient
     #: ``await websocket_factory(token)`` -> a not yet connected :class:`WebSocketTestClient`
     websocket_factory: Callable[[str], Awaitable[WebSocketTestClient]]
-    discovery: ServiceDiscovery
-    environment: EnvironmentInfo
-    factory: TestClientFactory
-
-    @property
-    def services(self) -> dict[str, ServiceInfo]:
-        return {n: self.discovery.get_service_info_sync(n) for n in self.discovery.services()}
 
 
-@dataclass
-class SyncRealServiceContext:
+@dataclass(kw_only=True)
+class SyncRealServiceContext(_ServicesContext):
     """The ``real_services_sync`` fixture: blocking clients for the running services."""
 
     auth_client: SyncAuthTestClient
     backend_client: SyncBackendTestClient
     #: ``websocket_factory(token)`` -> a not yet connected :class:`SyncWebSocketTestClient`
     websocket_factory: Callable[[str], SyncWebSocketTestClient]
-    discovery: ServiceDiscovery
-    environment: EnvironmentInfo
-    factory: TestClientFactory
-
-    @property
-    def services(self) -> dict[str, ServiceInfo]:
-        return {n: self.discovery.get_service_info_sync(n) for n in self.discovery.services()}
