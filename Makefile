@@ -15,10 +15,11 @@ PYTEST_ARGS ?=
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# Exact versions from uv.lock (`uv lock` after changing dependencies in pyproject.toml).
+$(VENV)/.installed: pyproject.toml uv.lock
 	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --upgrade pip uv
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/uv sync --quiet --frozen --inexact --active --all-extras
 	touch $@
 
 venv: $(VENV)/.installed  ## Python virtualenv with the project and its dev tools

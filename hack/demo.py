@@ -22,7 +22,7 @@ from kr8s.asyncio.objects import APIObject, ConfigMap, Namespace, Pod, new_class
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from testenv_operator.api import (  # noqa: E402
+from testenv.api import (  # noqa: E402
     API_VERSION,
     DISCOVERY_CONFIGMAP,
     ENVIRONMENT_LABEL,

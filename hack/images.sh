@@ -6,7 +6,9 @@
 #   hack/images.sh context DIR   only the app build context, for `docker build` elsewhere
 source "$(dirname "$0")/lib/common.sh"
 
-APPS=(operator:testenv_operator auth:testenv_services.auth backend:testenv_services.backend frontend:testenv_services.frontend)
+# name:module:extras — the operator image gets the operator's extras, the services theirs; none
+# of them gets pytest (the core library needs none).
+APPS=(operator:testenv_operator:operator auth:testenv_services.auth:services backend:testenv_services.backend:services frontend:testenv_services.frontend:services)
 BUILD_LOG="$CACHE_DIR/logs/images.log"
 mkdir -p "$IMAGES_CACHE" "$IMAGES_DIR" "$CACHE_DIR/logs"
 export BUILDAH_ISOLATION=chroot STORAGE_DRIVER=vfs
@@ -85,8 +87,17 @@ build_base() {
 }
 
 apps_key() {
-  (cd "$ROOT_DIR" && git ls-files -co --exclude-standard pyproject.toml images/app operator services pytest_plugin \
+  (cd "$ROOT_DIR" && git ls-files -co --exclude-standard pyproject.toml uv.lock images/app core operator services \
      | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-12
+}
+
+# uv_bin — uv, to read uv.lock: the project's virtualenv has it, else one cached by version.
+uv_bin() {
+  if [[ -x "$ROOT_DIR/.venv/bin/uv" ]]; then echo "$ROOT_DIR/.venv/bin/uv"; return; fi
+  local dir="$CACHE_DIR/tools/uv"
+  [[ -x "$dir/bin/uv" ]] || python3 -m pip install --quiet --target "$dir" uv >>"$BUILD_LOG" 2>&1 \
+    || die "installing uv failed; log: $BUILD_LOG"
+  echo "$dir/bin/uv"
 }
 
 # app_context DIR — the build context of images/app/Containerfile: wheels of the project and
@@ -94,8 +105,13 @@ apps_key() {
 app_context() {
   local ctx="$1"
   rm -rf "$ctx"; mkdir -p "$ctx/wheels"
+  # The exact versions of uv.lock, as constraints for pip.
+  step "exporting the locked versions" \
+    "$(uv_bin)" export --project "$ROOT_DIR" --frozen --no-hashes --no-emit-project \
+      --extra operator --extra services --no-dev --output-file "$ctx/constraints.txt"
   step "building wheels of the project and its dependencies" \
-    python3 -m pip wheel --quiet --wheel-dir "$ctx/wheels" "$ROOT_DIR[services]"
+    python3 -m pip wheel --quiet --wheel-dir "$ctx/wheels" -c "$ctx/constraints.txt" \
+      "$ROOT_DIR[operator,services]"
   cp "$ROOT_DIR/images/app/Containerfile" "$ctx/"
 }
 
@@ -108,9 +124,11 @@ build_apps() {
     local ctx="$CACHE_DIR/build/app"
     app_context "$ctx"
     for app in "${APPS[@]}"; do
-      local name="${app%%:*}" module="${app#*:}" ref="testenv/${app%%:*}:$APP_VERSION"
+      local name module extras ref
+      IFS=: read -r name module extras <<<"$app"
+      ref="testenv/$name:$APP_VERSION"
       step "building image $ref" buildah bud --layers=false --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-        --build-arg "APP_MODULE=$module" -t "$ref" "$ctx"
+        --build-arg "APP_MODULE=$module" --build-arg "EXTRAS=$extras" -t "$ref" "$ctx"
       step "archiving $ref" push_archive "$ref" "$(archive_path "$name" "$key")"
     done
   else

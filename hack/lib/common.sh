@@ -37,7 +37,8 @@ IMAGES_DIR="$IMAGES_CACHE/current"
 PAUSE_VERSION=3.10
 PAUSE_IMAGE="docker.io/testenv/pause:$PAUSE_VERSION"
 BASE_IMAGE="testenv/python-base:bookworm-1"
-APP_VERSION="0.1.0"
+# The project version: pyproject.toml is its single source.
+APP_VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT_DIR/pyproject.toml" | head -n1)"
 
 # installed PACKAGE — is the Debian package installed (not merely known, or removed with its
 # configuration left behind)?

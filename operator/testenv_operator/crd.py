@@ -17,8 +17,7 @@ import sys
 from typing import Any
 
 import yaml
-
-from testenv_operator.api import (
+from testenv.api import (
     DNS1123_LABEL,
     GROUP,
     KIND,

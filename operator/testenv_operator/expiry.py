@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from testenv_operator.api import LEASE_RENEWED_ANNOTATION, TestEnvironmentSpec, parse_duration
+from testenv.api import LEASE_RENEWED_ANNOTATION, TestEnvironmentSpec, parse_duration
+
 from testenv_operator.timeutil import format_time, parse_time
 
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from testenv_operator.api import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from testenv.api import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
 Obj = dict[str, Any]
 

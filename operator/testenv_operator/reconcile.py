@@ -26,18 +26,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-
-from testenv_operator import diagnose, expiry, render
-from testenv_operator.api import (
+from testenv.api import (
     API_VERSION,
     DISCOVERY_CONFIGMAP,
     ENVIRONMENT_LABEL,
     KIND,
+    SERVICE_LABEL,
     Phase,
     TestEnvironmentSpec,
     TestEnvironmentStatus,
     parse_duration,
 )
+
+from testenv_operator import diagnose, expiry, render
 from testenv_operator.kube import KubeClient, KubeError
 from testenv_operator.settings import Settings
 from testenv_operator.status import (
@@ -269,7 +270,7 @@ class Reconciler:
             svc_pods = [
                 p
                 for p in pods
-                if (p.get("metadata") or {}).get("labels", {}).get(render.SERVICE_LABEL) == svc.name
+                if (p.get("metadata") or {}).get("labels", {}).get(SERVICE_LABEL) == svc.name
             ]
             obs.services.append(
                 ServiceObservation(

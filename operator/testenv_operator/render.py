@@ -13,22 +13,24 @@ from typing import Any
 
 import jinja2
 import yaml
-
-from testenv_operator.api import (
+from testenv.api import (
     API_VERSION,
     DISCOVERY_CONFIGMAP,
+    ENV_SECRET_KEY,
     ENVIRONMENT_LABEL,
     KIND,
     MANAGED_BY,
+    SERVICE_LABEL,
     SERVICES_SECRET,
     DiscoveryRecord,
     ServiceSpec,
     TestEnvironmentSpec,
+    contract_env,
+    pod_selector,
 )
 
 Obj = dict[str, Any]
 
-SERVICE_LABEL = "testenv.dev/service"
 SECRET_KEY = "secret-key"
 
 QUOTA: dict[str, str] = {
@@ -88,7 +90,7 @@ def base_labels(name: str, spec: TestEnvironmentSpec) -> dict[str, str]:
 
 
 def service_selector(name: str, service: ServiceSpec) -> dict[str, str]:
-    return {ENVIRONMENT_LABEL: name, SERVICE_LABEL: service.name}
+    return pod_selector(name, service.name)
 
 
 def service_host(service: ServiceSpec, namespace: str) -> str:
@@ -99,28 +101,21 @@ def service_url(service: ServiceSpec, namespace: str) -> str:
     return f"http://{service_host(service, namespace)}:{service.port}"
 
 
-def url_variable(service_name: str) -> str:
-    """``TESTENV_<NAME>_URL`` for a service name."""
-    return f"TESTENV_{service_name.upper().replace('-', '_')}_URL"
-
-
 def container_env(
     name: str, namespace: str, spec: TestEnvironmentSpec, service: ServiceSpec
 ) -> list[Obj]:
     """The environment contract of ARCHITECTURE.md, then the service's own env."""
-    env: list[Obj] = [
-        {"name": "PORT", "value": str(service.port)},
-        {"name": "TESTENV_ENVIRONMENT", "value": name},
-        {"name": "TESTENV_NAMESPACE", "value": namespace},
-        {"name": "TESTENV_SERVICE", "value": service.name},
-    ]
-    env += [
-        {"name": url_variable(other.name), "value": service_url(other, namespace)}
-        for other in spec.services
-    ]
+    plain = contract_env(
+        environment=name,
+        namespace=namespace,
+        service=service.name,
+        port=service.port,
+        urls={other.name: service_url(other, namespace) for other in spec.services},
+    )
+    env: list[Obj] = [{"name": k, "value": v} for k, v in plain.items()]
     env.append(
         {
-            "name": "TESTENV_SECRET_KEY",
+            "name": ENV_SECRET_KEY,
             "valueFrom": {"secretKeyRef": {"name": SERVICES_SECRET, "key": SECRET_KEY}},
         }
     )

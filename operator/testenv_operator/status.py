@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from testenv_operator import diagnose
-from testenv_operator.api import (
+from testenv.api import (
     Condition,
     ConditionType,
     Phase,
@@ -26,6 +25,8 @@ from testenv_operator.api import (
     TestEnvironmentStatus,
     Timings,
 )
+
+from testenv_operator import diagnose
 from testenv_operator.expiry import expires_at
 from testenv_operator.render import service_url
 from testenv_operator.timeutil import format_time, parse_time, seconds_since

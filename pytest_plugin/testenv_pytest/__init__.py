@@ -1,4 +1,4 @@
-"""testenv pytest plugin: tests against real services, provisioned per test session.
+"""testenv's pytest plugin: tests against real services, provisioned per test session.
 
 In real mode the plugin creates a ``TestEnvironment`` in Kubernetes, waits for it to become
 Ready, port-forwards every service to a local port and hands out typed clients; in local mode
@@ -12,30 +12,16 @@ it runs the same services as local processes. Use the ``real_services`` fixture:
         assert (await ws.receive())["type"] == "chat_response"
 
 Options: ``pytest --help``, group "testenv" (each also an ini key and a TESTENV_* variable).
+The plugin is a thin layer over the core library: import clients, errors and the plan's names
+from :mod:`testenv`. They are re-exported here, loaded on first access so that loading the
+plugin stays cheap.
 """
 
-from ._context import EnvironmentInfo, RealServiceContext, SyncRealServiceContext
-from ._errors import (
-    ClusterUnreachableError,
-    EnvironmentFailedError,
-    OperatorNotInstalledError,
-    PortForwardLostError,
-    ProvisioningTimeoutError,
-    TestenvError,
-)
-from .clients import (
-    AuthTestClient,
-    BackendTestClient,
-    SyncAuthTestClient,
-    SyncBackendTestClient,
-    SyncWebSocketTestClient,
-    TestClientFactory,
-    User,
-    WebSocketTestClient,
-)
-from .discovery import ServiceDiscovery, ServiceInfo
+from __future__ import annotations
 
-__all__ = [
+from typing import Any
+
+_REEXPORTED = (
     "AuthTestClient",
     "BackendTestClient",
     "ClusterUnreachableError",
@@ -55,4 +41,13 @@ __all__ = [
     "TestenvError",
     "User",
     "WebSocketTestClient",
-]
+)
+__all__ = list(_REEXPORTED)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _REEXPORTED:
+        import testenv
+
+        return getattr(testenv, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,28 +1,32 @@
-"""Command-line options, ini keys and TESTENV_* variables, resolved CLI > env > ini > default."""
+"""The plugin's options: one "testenv" group of command-line flags and ini keys.
+
+Values are resolved by :class:`testenv.LauncherConfig` (pydantic-settings), which also reads the
+``TESTENV_*`` variables and the plan's ``USE_REAL_SERVICES`` / ``TEST_ISOLATION`` /
+``DYNAMIC_PORTS``: command line > environment > ini > default. This module imports nothing
+heavy: a session that sets no testenv option and uses no testenv fixture never loads the
+library.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
-Mode = Literal["real", "local"]
-XdistMode = Literal["per-worker", "shared"]
-
-_TRUE = {"1", "true", "yes", "on", "y"}
-_FALSE = {"0", "false", "no", "off", "n", ""}
+if TYPE_CHECKING:
+    from testenv import LauncherConfig
 
 
 @dataclass(frozen=True)
 class _Opt:
-    name: str  # attribute name, e.g. "kubeconfig"
+    name: str  # the flag's and ini key's name, e.g. "kubeconfig"
     help: str
-    kind: Literal["str", "bool", "float", "choice"] = "str"
-    default: Any = None
+    kind: Literal["str", "bool"] = "str"
     choices: tuple[str, ...] = ()
+    field: str = ""  # the LauncherConfig field, when it is not ``name``
 
     @property
     def flag(self) -> str:
@@ -40,15 +44,17 @@ class _Opt:
     def dest(self) -> str:
         return f"testenv_{self.name}"
 
+    @property
+    def setting(self) -> str:
+        return self.field or self.name
+
 
 OPTIONS: tuple[_Opt, ...] = (
     _Opt(
         "mode",
-        "real: a TestEnvironment in Kubernetes; local: the services as local "
-        "processes (default: real)",
-        "choice",
-        "real",
-        ("real", "local"),
+        "real: a TestEnvironment in Kubernetes; local: the services as local processes "
+        "(default: real)",
+        choices=("real", "local"),
     ),
     _Opt("kubeconfig", "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)"),
     _Opt("context", "kubeconfig context (default: the current context)"),
@@ -61,32 +67,27 @@ OPTIONS: tuple[_Opt, ...] = (
         "reuse a Ready environment with the same spec (label testenv.dev/spec-hash) "
         "and keep it after the session",
         "bool",
-        False,
     ),
-    _Opt("keep", "keep the environment after the session and print how to reach it", "bool", False),
+    _Opt("keep", "keep the environment after the session and print how to reach it", "bool"),
     _Opt(
         "timeout",
         "seconds to wait for the environment to become Ready (default: 300)",
-        "float",
-        300.0,
+        field="startup_timeout",
     ),
     _Opt("report", "write a JSON report (startup timings, ports, health checks, results)"),
     _Opt(
         "xdist",
-        "with pytest-xdist: one environment per worker, or one shared by all "
-        "workers (default: shared)",
-        "choice",
-        "shared",
-        ("per-worker", "shared"),
+        "with pytest-xdist: one environment per worker, or one shared by all workers "
+        "(default: shared)",
+        choices=("per-worker", "shared"),
     ),
-    _Opt("lease", "lease of environments this session deletes itself (default: 2m)", "str", "2m"),
+    _Opt("lease", "lease of environments this session deletes itself (default: 2m)"),
     _Opt(
         "local_package",
         "local mode: run `python -m <package>.<service>` (default: testenv_services)",
-        "str",
-        "testenv_services",
     ),
 )
+PLAN_VARIABLES = ("USE_REAL_SERVICES", "TEST_ISOLATION", "DYNAMIC_PORTS")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -117,105 +118,89 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
-@dataclass(frozen=True)
-class Settings:
-    mode: Mode = "real"
-    kubeconfig: str | None = None
-    context: str | None = None
-    spec: Path | None = None
-    reuse: bool = False
-    keep: bool = False
-    timeout: float = 300.0
-    report: Path | None = None
-    xdist: XdistMode = "shared"
-    lease: str = "2m"
-    local_package: str = "testenv_services"
-    #: where each value came from: "cli", "env:NAME", "ini", "default"
-    sources: dict[str, str] = field(default_factory=dict, compare=False)
-
-    def header(self) -> list[str]:
-        parts = []
-        for opt in OPTIONS:
-            value = getattr(self, opt.name)
-            if value is None:
-                continue
-            if opt.kind == "bool":
-                value = "yes" if value else "no"
-            elif opt.kind == "float":
-                value = f"{value:g}s"
-            parts.append(f"{opt.name}={value} [{self.sources.get(opt.name, 'default')}]")
-        return ["testenv: " + ", ".join(parts)]
+def _cli_values(config: pytest.Config) -> dict[str, Any]:
+    values = {}
+    for opt in OPTIONS:
+        value = config.getoption(opt.dest, default=None)
+        if value is not None:
+            values[opt.setting] = value
+    if "mode" not in values and config.getoption("testenv_real_services", default=False):
+        values["mode"] = "real"
+    return values
 
 
-def _convert(opt: _Opt, raw: Any, origin: str) -> Any:
-    if opt.kind == "bool":
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise pytest.UsageError(f"testenv: {origin}: {raw!r} is not a boolean (use 1/0)")
-    if opt.kind == "float":
-        try:
-            value = float(raw)
-        except ValueError:
-            raise pytest.UsageError(
-                f"testenv: {origin}: {raw!r} is not a number of seconds"
-            ) from None
-        if value <= 0:
-            raise pytest.UsageError(f"testenv: {origin}: must be > 0")
-        return value
-    if opt.kind == "choice" and str(raw) not in opt.choices:
-        raise pytest.UsageError(
-            f"testenv: {origin}: {raw!r} is not one of {', '.join(opt.choices)}"
-        )
-    return str(raw)
+def _ini_values(config: pytest.Config) -> dict[str, Any]:
+    values = {}
+    for opt in OPTIONS:
+        value = config.getini(opt.ini)
+        if value not in (None, "", []):
+            values[opt.setting] = value
+    return values
 
 
-def resolve(config: pytest.Config, environ: dict[str, str] | None = None) -> Settings:
-    """Resolve every option: CLI > TESTENV_* (and the plan's variables) > ini > default."""
-    env = dict(os.environ if environ is None else environ)
-    values: dict[str, Any] = {}
+def configured(config: pytest.Config, environ: dict[str, str] | None = None) -> bool:
+    """Whether anything sets a testenv option (cheap: no library import)."""
+    env = os.environ if environ is None else environ
+    return bool(
+        _cli_values(config)
+        or _ini_values(config)
+        or any(k.startswith("TESTENV_") for k in env)
+        or any(env.get(k, "").strip() for k in PLAN_VARIABLES)
+    )
+
+
+def resolve(config: pytest.Config) -> tuple[LauncherConfig, dict[str, str]]:
+    """The effective settings and where each came from ("cli", "env:NAME", "ini",
+    "default"). Invalid values are a usage error that names the setting."""
+    import testenv
+
+    cli, ini = _cli_values(config), _ini_values(config)
+    env = dict(os.environ)
+    try:
+        testenv.set_front_end_values(cli, ini)
+        settings = testenv.LauncherConfig.build()
+    except testenv.ConfigurationError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    base = Path(config.invocation_params.dir)
+    paths = {
+        key: base / path
+        for key in ("spec", "report")
+        if (path := getattr(settings, key)) is not None and not path.is_absolute()
+    }
+    if paths:
+        settings = settings.model_copy(update=paths)
     sources: dict[str, str] = {}
     for opt in OPTIONS:
-        cli = config.getoption(opt.dest, default=None)
-        if cli is not None:
-            values[opt.name], sources[opt.name] = _convert(opt, cli, opt.flag), "cli"
-            continue
-        if opt.name == "mode" and config.getoption("testenv_real_services", default=False):
-            values["mode"], sources["mode"] = "real", "cli:--real-services"
-            continue
-        if env.get(opt.env, "") != "":
-            values[opt.name] = _convert(opt, env[opt.env], opt.env)
-            sources[opt.name] = f"env:{opt.env}"
-            continue
-        plan = _plan_variable(opt.name, env)
-        if plan is not None:
-            values[opt.name], sources[opt.name] = plan
-            continue
-        ini = config.getini(opt.ini)
-        if ini not in (None, "", []):
-            values[opt.name], sources[opt.name] = _convert(opt, ini, opt.ini), "ini"
-            continue
-        values[opt.name], sources[opt.name] = opt.default, "default"
-    for key in ("spec", "report"):
-        if values[key] is not None:
-            path = Path(values[key]).expanduser()
-            values[key] = path if path.is_absolute() else Path(config.invocation_params.dir) / path
-    return Settings(**values, sources=sources)
+        key = opt.setting
+        if opt.dest and config.getoption(opt.dest, default=None) is not None:
+            sources[key] = "cli"
+        elif key == "mode" and "mode" in cli:
+            sources[key] = "cli:--real-services"
+        elif env.get(f"TESTENV_{key.upper()}", "").strip():
+            sources[key] = f"env:TESTENV_{key.upper()}"
+        elif env.get(opt.env, "").strip():
+            sources[key] = f"env:{opt.env}"
+        elif key == "mode" and env.get("USE_REAL_SERVICES", "").strip():
+            sources[key] = "env:USE_REAL_SERVICES"
+        elif key == "xdist" and settings.xdist == "per-worker" and env.get("TEST_ISOLATION"):
+            sources[key] = "env:TEST_ISOLATION"
+        elif key in ini:
+            sources[key] = "ini"
+        else:
+            sources[key] = "default"
+    return settings, sources
 
 
-def _plan_variable(name: str, env: dict[str, str]) -> tuple[Any, str] | None:
-    """The plan's CI variables: USE_REAL_SERVICES and TEST_ISOLATION (DYNAMIC_PORTS: ignored,
-    ports are always dynamic)."""
-    if name == "mode" and env.get("USE_REAL_SERVICES", "") != "":
-        flag = env["USE_REAL_SERVICES"].strip().lower()
-        if flag in _FALSE:
-            return "local", "env:USE_REAL_SERVICES"
-        if flag in _TRUE:
-            return "real", "env:USE_REAL_SERVICES"
-    if name == "xdist" and env.get("TEST_ISOLATION", "").strip().lower() in _TRUE - {""}:
-        return "per-worker", "env:TEST_ISOLATION"
-    return None
+def header(settings: LauncherConfig, sources: dict[str, str]) -> str:
+    """One line: every option's effective value and its source."""
+    parts = []
+    for opt in OPTIONS:
+        value = getattr(settings, opt.setting)
+        if value is None:
+            continue
+        if opt.kind == "bool":
+            value = "yes" if value else "no"
+        elif opt.setting == "startup_timeout":
+            value = f"{value:g}s"
+        parts.append(f"{opt.name}={value} [{sources.get(opt.setting, 'default')}]")
+    return "testenv: " + ", ".join(parts)

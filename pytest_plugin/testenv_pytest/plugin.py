@@ -1,33 +1,33 @@
 """pytest plugin (entry point ``testenv``): real services for tests, one environment per run.
 
 Fixtures: ``real_services`` (async clients), ``real_services_sync`` (blocking clients),
-``service_discovery``. Options: ``pytest --help`` group "testenv".
+``service_discovery``, ``dev_launcher`` (the plan's). Options: ``pytest --help`` group "testenv".
+
+The plugin costs nothing until it is used: importing it loads only pytest and the option
+table; the library (:mod:`testenv`) is imported, settings resolved and signal handlers
+installed only once a test uses a fixture of ours or a testenv option is set.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import signal
 import tempfile
 from collections.abc import Callable, Generator
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._context import RealServiceContext, StartResult, SyncRealServiceContext
-from ._errors import TestenvError
-from ._options import add_options, resolve
-from ._report import TestResults, environment_section, junit_properties, write_report
-from ._session import TestenvSession
-from .clients import AuthTestClient, BackendTestClient, TestClientFactory
-from .discovery import ServiceDiscovery
+from ._options import add_options, configured, header, resolve
 
-FIXTURES = frozenset({"real_services", "real_services_sync", "service_discovery"})
-_SESSION = pytest.StashKey[TestenvSession]()
+if TYPE_CHECKING:
+    import testenv
+
+    from ._session import TestenvSession
+
+FIXTURES = frozenset({"real_services", "real_services_sync", "service_discovery", "dev_launcher"})
 _ASYNC_MARKERS = ("asyncio", "anyio", "trio")
+_PLUGIN = "testenv-session"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,18 +35,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    plugin = TestenvPlugin(config)
-    config.stash[_SESSION] = plugin.session
-    config.pluginmanager.register(plugin, "testenv-session")
+    config.pluginmanager.register(TestenvPlugin(config), _PLUGIN)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    session = config.stash.get(_SESSION, None)
-    return session.settings.header() if session else []
+    # Only when a testenv option is set: otherwise the library is not even imported.
+    if not configured(config):
+        return []
+    settings, sources = resolve(config)
+    return [header(settings, sources)]
 
 
-def _session(config: pytest.Config) -> TestenvSession:
-    return config.stash[_SESSION]
+def _plugin(config: pytest.Config) -> TestenvPlugin:
+    plugin = config.pluginmanager.get_plugin(_PLUGIN)
+    assert isinstance(plugin, TestenvPlugin)
+    return plugin
 
 
 def _uses_testenv(item: pytest.Item) -> bool:
@@ -60,36 +63,37 @@ class TestenvPlugin:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.session = TestenvSession(config, resolve(config))
-        self.results = TestResults()
+        self._session: TestenvSession | None = None
+        self._results: testenv.TestResults | None = None
         self.worker_sections: dict[str, dict[str, Any]] = {}
-        self._previous_sigterm: Any = None
-        self._install_sigterm()
-        if self.session.is_controller and self.session.settings.xdist == "shared":
-            self.session.shared_dir = Path(tempfile.mkdtemp(prefix="testenv-xdist-"))
+        #: xdist controller: where shared-mode workers coordinate (made when nodes start).
+        self.shared_dir: Path | None = None
+        #: Printed in the terminal summary (what was deleted or kept, the report's path).
+        self.final_lines: list[str] = []
 
-    # -- signals -----------------------------------------------------------------------------
-    def _install_sigterm(self) -> None:
-        def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            # Turn SIGTERM into the same orderly teardown as Ctrl-C.
-            raise KeyboardInterrupt(f"signal {signum}")
+    @property
+    def session(self) -> TestenvSession:
+        """The per-process state, made on first use (this imports the library)."""
+        if self._session is None:
+            from ._session import TestenvSession
 
-        try:
-            if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-                self._previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
-        except ValueError:  # not the main thread
-            pass
+            self._session = TestenvSession(self.config)
+        return self._session
+
+    @property
+    def active(self) -> bool:
+        return self._session is not None
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
-        self.session.stop()
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        if self._session is not None:
+            self._session.stop()
 
-    # -- xdist -------------------------------------------------------------------------------
+    # -- xdist --------------------------------------------------------------------------------
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        if self.session.shared_dir is not None:
-            node.workerinput["testenv_shared_dir"] = str(self.session.shared_dir)
+        if self.shared_dir is None:
+            self.shared_dir = Path(tempfile.mkdtemp(prefix="testenv-xdist-"))
+        node.workerinput["testenv_shared_dir"] = str(self.shared_dir)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -98,7 +102,7 @@ class TestenvPlugin:
         if section:
             self.worker_sections[str(node.gateway.id)] = section
 
-    # -- collection --------------------------------------------------------------------------
+    # -- collection ---------------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True, trylast=True)
     def pytest_pycollect_makeitem(
         self, collector: pytest.Collector, name: str, obj: object
@@ -128,10 +132,31 @@ class TestenvPlugin:
             return None
         if any(pyfuncitem.get_closest_marker(m) for m in ("anyio", "trio")):
             return None
+        import asyncio
+
         names = pyfuncitem._fixtureinfo.argnames
         kwargs = {n: pyfuncitem.funcargs[n] for n in names}
         asyncio.run(pyfuncitem.obj(**kwargs))
         return True
+
+    @pytest.hookimpl(wrapper=True, trylast=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Generator[None, Any, Any]:
+        """The plan's fixtures are plain ``async def`` fixtures (``dev_launcher``,
+        ``real_services``). When no async plugin took them (no pytest-asyncio, or its strict
+        mode), run them on the library's background loop, so they work pasted as they are."""
+        func = fixturedef.func
+        is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+        ours = fixturedef.argname in FIXTURES or bool(FIXTURES & set(fixturedef.argnames))
+        if not (is_async and ours):
+            return (yield)
+        original = fixturedef.func
+        fixturedef.func = _synchronize(original, request)  # type: ignore[misc]
+        try:
+            return (yield)
+        finally:
+            fixturedef.func = original  # type: ignore[misc]
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
@@ -142,92 +167,163 @@ class TestenvPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         # Show the early start's progress before the first test's line is printed.
-        if self.session.future is not None and not session.config.option.collectonly:
-            try:
-                self.session.wait_quietly()
-            except Exception:
-                pass
+        if self.active and not session.config.option.collectonly:
+            self.session.wait_quietly()
 
-    # -- results and forensics -------------------------------------------------------------
+    # -- results and forensics ----------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        if not self.active or not report.failed:
+            return report
+        import testenv
+
         error = call.excinfo.value if call.excinfo else None
-        if report.failed and isinstance(error, TestenvError):
-            # Our errors say what went wrong and what to do; a traceback into the plugin's
+        if isinstance(error, testenv.TestenvError):
+            # Our errors say what went wrong and what to do; a traceback into the library's
             # internals would only bury that.
             report.longrepr = f"{type(error).__name__}: {error}"
-        if (
-            report.failed
-            and _uses_testenv(item)
-            and (self.session.result is not None or self.session.error is not None)
+        if _uses_testenv(item) and (
+            self.session.result is not None or self.session.error is not None
         ):
-            exc = call.excinfo.value if call.excinfo else None
-            text = self.session.forensics(exc)
+            text = self.session.forensics(error)
             if text:
                 report.sections.append(("testenv forensics", text))
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.session.worker_id is None:
-            self.results.add(report)
+        if self.active and self.session.worker_id is None:
+            if self._results is None:
+                import testenv
 
-    # -- teardown and report ---------------------------------------------------------------
+                self._results = testenv.TestResults()
+            self._results.add(report)
+
+    # -- teardown and report ------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        result = self.session.result
-        self.session.stop()
+        lines: list[str] = []
+        if self.shared_dir is not None:  # xdist controller
+            from ._session import controller_cleanup
+
+            lines += controller_cleanup(self.config, self.shared_dir)
+        if not self.active and not self.worker_sections:
+            self.final_lines = lines
+            return
+        import testenv
+
+        ts = self.session
+        result = ts.result
+        ts.stop()
         sections = dict(self.worker_sections)
         if result is not None:
-            sections[self.session.worker_id or "main"] = environment_section(result)
+            sections[ts.worker_id or "main"] = testenv.environment_section(result)
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None and result is not None:
-            workeroutput["testenv"] = environment_section(result)
-        if self.session.is_controller:
-            self.session.kept_lines += self.session.controller_cleanup()
-        report_path = self.session.settings.report
-        if report_path is not None and self.session.worker_id is None:
-            write_report(report_path, sections, self.results, self.session.settings.mode)
+            workeroutput["testenv"] = testenv.environment_section(result)
+        report_path = ts.settings.report
+        if report_path is not None and ts.worker_id is None:
+            testenv.write_report(
+                report_path, sections, self._results or testenv.TestResults(), ts.settings.mode
+            )
+            lines.append(f"testenv: report written to {report_path}")
+        self.final_lines = ts.final_lines + lines
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        lines = list(self.session.kept_lines)
-        if self.session.settings.report is not None and self.session.worker_id is None:
-            lines.append(f"testenv: report written to {self.session.settings.report}")
-        for line in lines:
+        for line in self.final_lines:
             terminalreporter.write_line(line)
 
 
-# -- fixtures --------------------------------------------------------------------------------
-def _record_properties(request: pytest.FixtureRequest, result: StartResult) -> None:
+def _synchronize(func: Callable[..., Any], request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """A blocking version of the async fixture function ``func``."""
+    import testenv
+
+    if inspect.iscoroutinefunction(func):
+
+        def call(**kwargs: Any) -> Any:
+            return testenv.run_sync(func(**kwargs))
+
+        return call
+
+    def setup(**kwargs: Any) -> Any:
+        agen = func(**kwargs)
+        value = testenv.run_sync(agen.__anext__())
+
+        def teardown() -> None:
+            try:
+                testenv.run_sync(agen.__anext__())
+            except StopAsyncIteration:
+                return
+            raise RuntimeError(f"async fixture {request.fixturename!r} yielded more than once")
+
+        request.addfinalizer(teardown)
+        return value
+
+    return setup
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+def _record_properties(request: pytest.FixtureRequest, result: testenv.StartResult) -> None:
+    import testenv
+
     try:
         record: Callable[[str, object], None] = request.getfixturevalue("record_testsuite_property")
     except pytest.FixtureLookupError:
         return
-    for name, value in junit_properties(result):
+    for name, value in testenv.junit_properties(result):
         record(name, value)
 
 
 @pytest.fixture(scope="session")
-def service_discovery(request: pytest.FixtureRequest) -> ServiceDiscovery:
+def service_discovery(request: pytest.FixtureRequest) -> testenv.ServiceDiscovery:
     """The running services' endpoints (provisions the environment on first use)."""
-    session = _session(request.config)
+    import testenv
+
+    session = _plugin(request.config).session
     result = session.wait()
     _record_properties(request, result)
-    return ServiceDiscovery(discovery_dir=session.discovery_dir, records=result.records)
+    return testenv.ServiceDiscovery(discovery_dir=session.discovery_dir, records=result.records)
+
+
+@pytest.fixture(scope="session")
+def dev_launcher(request: pytest.FixtureRequest) -> testenv.DevLauncher:
+    """The plan's launcher, already running this session's environment: ``await
+    launcher.run()`` returns True at once, ``RealServicesManager(dev_launcher)`` works."""
+    session = _plugin(request.config).session
+    session.wait()
+    assert session.launcher is not None
+    return session.launcher
+
+
+def _require(discovery: testenv.ServiceDiscovery, fixture: str, *names: str) -> None:
+    import testenv
+
+    missing = [n for n in names if n not in discovery.services()]
+    if missing:
+        raise testenv.ServiceNotFoundError(
+            f"the {fixture} fixture needs the services {', '.join(names)}; this environment "
+            f"has {', '.join(discovery.services()) or 'none'} (missing: {', '.join(missing)}). "
+            "Use service_discovery for other specs."
+        )
 
 
 @pytest.fixture(scope="session")
 def real_services(
-    request: pytest.FixtureRequest, service_discovery: ServiceDiscovery
-) -> RealServiceContext:
-    """Typed async clients for the environment's services (see :class:`RealServiceContext`)."""
-    result = _session(request.config).wait()
-    factory = TestClientFactory(service_discovery)
-    return RealServiceContext(
-        auth_client=AuthTestClient(service_discovery.get_service_info_sync("auth").base_url),
-        backend_client=BackendTestClient(
+    request: pytest.FixtureRequest, service_discovery: testenv.ServiceDiscovery
+) -> testenv.RealServiceContext:
+    """Typed async clients for the environment's services (see ``RealServiceContext``)."""
+    import testenv
+
+    _require(service_discovery, "real_services", "auth", "backend")
+    result = _plugin(request.config).session.wait()
+    factory = testenv.TestClientFactory(service_discovery)
+    return testenv.RealServiceContext(
+        auth_client=testenv.AuthTestClient(
+            service_discovery.get_service_info_sync("auth").base_url
+        ),
+        backend_client=testenv.BackendTestClient(
             service_discovery.get_service_info_sync("backend").base_url
         ),
         websocket_factory=factory.create_websocket_client,
@@ -239,12 +335,15 @@ def real_services(
 
 @pytest.fixture(scope="session")
 def real_services_sync(
-    request: pytest.FixtureRequest, service_discovery: ServiceDiscovery
-) -> Generator[SyncRealServiceContext, None, None]:
-    """Blocking clients (httpx.Client, websockets.sync) for the environment's services."""
-    result = _session(request.config).wait()
-    factory = TestClientFactory(service_discovery)
-    context = SyncRealServiceContext(
+    request: pytest.FixtureRequest, service_discovery: testenv.ServiceDiscovery
+) -> Generator[testenv.SyncRealServiceContext, None, None]:
+    """Blocking clients for the environment's services."""
+    import testenv
+
+    _require(service_discovery, "real_services_sync", "auth", "backend")
+    result = _plugin(request.config).session.wait()
+    factory = testenv.TestClientFactory(service_discovery)
+    context = testenv.SyncRealServiceContext(
         auth_client=factory.create_auth_client_sync(),
         backend_client=factory.create_backend_client_sync(),
         websocket_factory=factory.create_websocket_client_sync,

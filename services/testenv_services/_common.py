@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 from typing import Any
 
 from starlette.types import ASGIApp
@@ -19,6 +21,17 @@ Env = Mapping[str, str]
 log = logging.getLogger("testenv.services")
 
 _LEVELS = frozenset({"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})
+
+
+def _version() -> str:
+    try:
+        return _dist_version("testenv")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+#: The services' version: that of the distribution they are installed from.
+VERSION = _version()
 
 
 class ConfigError(Exception):
@@ -55,9 +68,9 @@ def env_number(env: Env, name: str, default: float, *, minimum: float, maximum: 
     return value
 
 
-def service_url(env: Env, service: str) -> str:
-    """The base URL of a sibling service from ``TESTENV_<SERVICE>_URL`` (required)."""
-    name = f"TESTENV_{service.upper().replace('-', '_')}_URL"
+def service_url(env: Env, name: str) -> str:
+    """The base URL of a sibling service from the variable ``name`` (required), e.g.
+    ``TESTENV_AUTH_URL``: the environment gives every container one per service."""
     url = require(env, name)
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http(s):// URL, got {url!r}")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from testenv_services._common import Env, ServerSettings, bearer_token, run_main
+from testenv_services._common import VERSION, Env, ServerSettings, bearer_token, run_main
 from testenv_services.auth.security import (
     InvalidToken,
     TokenService,
@@ -97,7 +97,7 @@ def create_app(settings: AuthSettings) -> FastAPI:
         store.add(email, hash_password(password))
     dummy_hash = hash_password("timing-equaliser")  # login of unknown users costs the same
 
-    app = FastAPI(title="testenv auth", version="0.1.0")
+    app = FastAPI(title="testenv auth", version=VERSION)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.state.store = store
     app.state.tokens = tokens

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 from starlette.websockets import WebSocketDisconnect
 
-from testenv_services._common import Env, ServerSettings, bearer_token, run_main
+from testenv_services._common import VERSION, Env, ServerSettings, bearer_token, run_main
 from testenv_services.backend.authclient import AuthClient, AuthUnavailable, Identity
 from testenv_services.backend.protocol import Session, error
 from testenv_services.backend.settings import BackendSettings
@@ -36,7 +36,7 @@ def create_app(
         yield
         await auth.aclose()
 
-    app = FastAPI(title="testenv backend", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="testenv backend", version=VERSION, lifespan=lifespan)
     app.state.auth = auth
 
     async def identify(token: str | None) -> Identity:

@@ -18,7 +18,7 @@ class BackendSettings:
     @classmethod
     def from_env(cls, env: Env) -> BackendSettings:
         return cls(
-            auth_url=service_url(env, "auth"),
+            auth_url=service_url(env, "TESTENV_AUTH_URL"),
             auth_timeout=env_number(env, "BACKEND_AUTH_TIMEOUT", 5.0, minimum=0.1, maximum=60),
             server=ServerSettings.from_env(env),
         )

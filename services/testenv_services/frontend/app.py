@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request, WebSocket, status
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp
 
-from testenv_services._common import Env, ServerSettings, run_main
+from testenv_services._common import VERSION, Env, ServerSettings, run_main
 from testenv_services._http import LazyAsyncClient
 from testenv_services.frontend.page import INDEX_HTML
 from testenv_services.frontend.proxy import (
@@ -50,7 +50,7 @@ def create_app(
         yield
         await auth.aclose()
 
-    app = FastAPI(title="testenv frontend", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="testenv frontend", version=VERSION, lifespan=lifespan)
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> HTMLResponse:

@@ -25,8 +25,8 @@ class FrontendSettings:
     def from_env(cls, env: Env) -> FrontendSettings:
         timeout = env_number(env, "FRONTEND_UPSTREAM_TIMEOUT", 10.0, minimum=0.1, maximum=120)
         return cls(
-            auth_url=service_url(env, "auth"),
-            backend_url=service_url(env, "backend"),
+            auth_url=service_url(env, "TESTENV_AUTH_URL"),
+            backend_url=service_url(env, "TESTENV_BACKEND_URL"),
             upstream_timeout=timeout,
             server=ServerSettings.from_env(env),
         )

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
-from testenv_operator.api import (
+from testenv.api import (
     DiscoveryRecord,
     ServiceSpec,
     TestEnvironmentSpec,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from testenv_operator.api import LEASE_RENEWED_ANNOTATION, TestEnvironmentSpec
+from testenv.api import LEASE_RENEWED_ANNOTATION, TestEnvironmentSpec
 from testenv_operator.expiry import deadline, expired, expires_at
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

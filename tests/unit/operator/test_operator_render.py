@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from testenv_operator.api import TestEnvironmentSpec
+from testenv.api import TestEnvironmentSpec
 from testenv_operator.render import (
     render_deployment,
     render_discovery,

@@ -56,7 +56,7 @@ def test_plan_tests_without_pytest_asyncio(pytester: pytest.Pytester) -> None:
 def test_sync_fixture_and_more_of_the_api(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_sync="""
-        from testenv_pytest import ServiceDiscovery, TestClientFactory
+        from testenv import ServiceDiscovery, TestClientFactory
 
         def test_sync_clients(real_services_sync):
             rs = real_services_sync

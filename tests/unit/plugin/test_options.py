@@ -32,9 +32,18 @@ def test_help_lists_the_testenv_group(pytester: pytest.Pytester) -> None:
     assert "TESTENV_TIMEOUT" in out and "testenv_timeout" in out
 
 
+def test_no_header_and_no_library_import_when_unconfigured(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_x="import sys\n\ndef test_x():\n    assert 'testenv' not in sys.modules\n"
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:asyncio")
+    result.assert_outcomes(passed=1)
+    assert not [line for line in result.outlines if line.startswith("testenv:")]
+
+
 def test_defaults_in_report_header(pytester: pytest.Pytester) -> None:
-    line = header(pytester)
-    assert "mode=real [default]" in line
+    line = header(pytester, "--testenv-mode=real")
+    assert "mode=real [cli]" in line
     assert "timeout=300s [default]" in line
     assert "xdist=shared [default]" in line
     assert "reuse=no [default]" in line
@@ -60,7 +69,7 @@ def test_bool_options(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 
 def test_plan_variables(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USE_REAL_SERVICES", "false")
-    monkeypatch.setenv("DYNAMIC_PORTS", "false")  # ignored: ports are always dynamic
+    monkeypatch.setenv("DYNAMIC_PORTS", "true")  # the only value that can be honoured
     monkeypatch.setenv("TEST_ISOLATION", "1")
     line = header(pytester)
     assert "mode=local [env:USE_REAL_SERVICES]" in line
@@ -79,9 +88,11 @@ def test_paths_are_resolved(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
-        (["--testenv-timeout=soon"], {}, "is not a number of seconds"),
-        ([], {"TESTENV_MODE": "cloud"}, "is not one of real, local"),
-        ([], {"TESTENV_REUSE": "maybe"}, "is not a boolean"),
+        (["--testenv-timeout=soon"], {}, "setting startup_timeout: Input should be a valid number"),
+        ([], {"TESTENV_MODE": "cloud"}, "setting mode: Input should be 'real' or 'local'"),
+        ([], {"TESTENV_REUSE": "maybe"}, "setting reuse: Input should be a valid boolean"),
+        ([], {"DYNAMIC_PORTS": "false"}, "DYNAMIC_PORTS=false cannot be honoured"),
+        ([], {"USE_REAL_SERVICES": "perhaps"}, "USE_REAL_SERVICES='perhaps' is not a boolean"),
     ],
 )
 def test_invalid_values_are_usage_errors(

@@ -4,14 +4,22 @@ Everything that crosses a process boundary (the custom resource's spec and statu
 discovery records) is a pydantic model here. ``crd.py`` generates the CRD's OpenAPI schema
 from these models; nothing else may describe the shape of the resource.
 
-This module must stay free of kopf/kr8s imports: the pytest plugin imports it too.
+It also holds the *container contract* (the variables every service container gets, the
+labels that select an environment's pods): the operator, local mode and the client side all
+use these definitions, so they are written once.
+
+This module imports nothing of the project and nothing but pydantic: the operator, the core
+library and every client import it (checked by the import-layer test).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _dist_version
 from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,8 +45,53 @@ LEASE_RENEWED_ANNOTATION: Final = f"{GROUP}/lease-renewed-at"
 ENVIRONMENT_LABEL: Final = f"{GROUP}/environment"
 # Label with a hash of the spec, used by the plugin to reuse an identical environment.
 SPEC_HASH_LABEL: Final = f"{GROUP}/spec-hash"
+# Label on a service's pods, Deployment and Service, naming the service.
+SERVICE_LABEL: Final = f"{GROUP}/service"
 
-REFERENCE_IMAGE_TAG: Final = "0.1.0"
+
+def _project_version() -> str:
+    try:
+        return _dist_version("testenv")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0"
+
+
+#: The project's version (pyproject.toml is the single source); the reference images carry it.
+PROJECT_VERSION: Final = _project_version()
+REFERENCE_IMAGE_TAG: Final = PROJECT_VERSION
+
+# -- the container contract (ARCHITECTURE.md) -------------------------------------------------
+ENV_PORT: Final = "PORT"
+ENV_ENVIRONMENT: Final = "TESTENV_ENVIRONMENT"
+ENV_NAMESPACE: Final = "TESTENV_NAMESPACE"
+ENV_SERVICE: Final = "TESTENV_SERVICE"
+ENV_SECRET_KEY: Final = "TESTENV_SECRET_KEY"
+
+
+def service_url_variable(service: str) -> str:
+    """``TESTENV_<NAME>_URL``: the variable holding a sibling service's base URL."""
+    return f"TESTENV_{service.upper().replace('-', '_')}_URL"
+
+
+def pod_selector(environment: str, service: str) -> dict[str, str]:
+    """The labels that select the pods of ``service`` in ``environment``."""
+    return {ENVIRONMENT_LABEL: environment, SERVICE_LABEL: service}
+
+
+def contract_env(
+    *, environment: str, namespace: str, service: str, port: int, urls: Mapping[str, str]
+) -> dict[str, str]:
+    """The plain variables of the contract for one container (``TESTENV_SECRET_KEY`` aside:
+    the operator gives it from a Secret, local mode directly). ``urls``: service -> base URL."""
+    env = {
+        ENV_PORT: str(port),
+        ENV_ENVIRONMENT: environment,
+        ENV_NAMESPACE: namespace,
+        ENV_SERVICE: service,
+    }
+    env.update({service_url_variable(name): url for name, url in urls.items()})
+    return env
+
 
 DNS1123_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Kubernetes Service names must also start with a letter (RFC 1035).
@@ -51,13 +104,7 @@ LABEL_KEY: Final = (
 )
 LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # Names the operator sets itself in every container; a spec may not override them.
-RESERVED_ENV_NAMES: Final = (
-    "PORT",
-    "TESTENV_ENVIRONMENT",
-    "TESTENV_NAMESPACE",
-    "TESTENV_SERVICE",
-    "TESTENV_SECRET_KEY",
-)
+RESERVED_ENV_NAMES: Final = (ENV_PORT, ENV_ENVIRONMENT, ENV_NAMESPACE, ENV_SERVICE, ENV_SECRET_KEY)
 RESERVED_ENV_PREFIX: Final = "TESTENV_"
 # Namespaces an environment may never take over.
 PROTECTED_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")

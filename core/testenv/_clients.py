@@ -1,26 +1,33 @@
-"""Typed test clients for the reference services (async and sync).
+"""Typed test clients for the reference services, written once (async) with a thin sync layer.
 
-The async clients open their connections inside the calling event loop (one ``httpx``
-client per call), so they work from any test, whatever loop scope pytest-asyncio uses.
+The async clients keep **one httpx client per event loop**: a test that runs in its own loop
+(pytest-asyncio's default) gets its own connection pool, closed when that loop shuts down its
+async generators (``asyncio.run`` and pytest-asyncio both do). The ``Sync*`` classes run the same
+coroutines on one private background loop, like kr8s's sync objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import json
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.sync.client import ClientConnection as SyncClientConnection
-from websockets.sync.client import connect as sync_connect
 
-from .discovery import ServiceDiscovery
+from ._discovery import ServiceDiscovery
+from ._loop import BackgroundLoop
 
 DEFAULT_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,14 +66,52 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+async def _close_with_loop(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    """Parked at its ``yield`` until the loop shuts down its async generators."""
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+class _PerLoopClient:
+    """One ``httpx.AsyncClient`` per running event loop, closed along with that loop."""
+
+    def __init__(self, base_url: str, timeout: float) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop,
+            tuple[httpx.AsyncClient, AsyncGenerator[None, None]],
+        ] = weakref.WeakKeyDictionary()
+
+    async def get(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        entry = self._by_loop.get(loop)
+        if entry is not None and not entry[0].is_closed:
+            return entry[0]
+        client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+        closer = _close_with_loop(client)
+        await closer.__anext__()  # registered with this loop's shutdown_asyncgens()
+        self._by_loop[loop] = (client, closer)
+        return client
+
+    async def aclose(self) -> None:
+        """Close the current loop's client (others close with their loops)."""
+        entry = self._by_loop.pop(asyncio.get_running_loop(), None)
+        if entry is not None:
+            await entry[1].aclose()
+
+
 class _AsyncHTTP:
     def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._http = _PerLoopClient(self.base_url, timeout)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout) as client:
-            return await client.request(method, path, **kwargs)
+        client = await self._http.get()
+        return await client.request(method, path, **kwargs)
 
     async def health(self) -> dict[str, Any]:
         """``GET /health`` (raises on a non-2xx answer)."""
@@ -76,7 +121,14 @@ class _AsyncHTTP:
         return data
 
     async def aclose(self) -> None:
-        """Nothing to release (connections are per call); kept for symmetry."""
+        """Close this loop's connections now (they close with the loop anyway)."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
@@ -129,7 +181,7 @@ class WebSocketTestClient:
 
     def _require(self) -> ClientConnection:
         if self._conn is None:
-            raise RuntimeError("WebSocketTestClient is not connected: await client.connect()")
+            raise RuntimeError(f"{type(self).__name__} is not connected: call connect() first")
         return self._conn
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -141,7 +193,8 @@ class WebSocketTestClient:
     async def receive(self, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109
         """The next message, decoded (``TimeoutError`` after ``timeout`` seconds)."""
         conn = self._require()
-        raw = await _recv(conn, self.timeout if timeout is None else timeout)
+        async with asyncio.timeout(self.timeout if timeout is None else timeout):
+            raw = await conn.recv()
         data: dict[str, Any] = json.loads(raw)
         return data
 
@@ -173,12 +226,7 @@ class WebSocketTestClient:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"WebSocketTestClient({self.url!r}, connected={self.connected})"
-
-
-async def _recv(conn: ClientConnection, seconds: float) -> str | bytes:
-    async with asyncio.timeout(seconds):
-        return await conn.recv()
+        return f"{type(self).__name__}({self.url!r}, connected={self.connected})"
 
 
 def websocket_url(ws_base: str, token: str | None) -> str:
@@ -191,7 +239,7 @@ def _backend_ws_base(discovery: ServiceDiscovery) -> str:
 
 
 class TestClientFactory:
-    """Creates clients for the services found by a :class:`ServiceDiscovery`."""
+    """Creates clients for the services found by a :class:`ServiceDiscovery` (the plan's)."""
 
     __test__ = False
 
@@ -210,7 +258,7 @@ class TestClientFactory:
         """A backend WebSocket client authenticated by ``token`` (not connected yet)."""
         return WebSocketTestClient(url=websocket_url(_backend_ws_base(self.discovery), token))
 
-    # -- sync variants -------------------------------------------------------------------
+    # -- the sync layer ---------------------------------------------------------------------
     def create_auth_client_sync(self) -> SyncAuthTestClient:
         return SyncAuthTestClient(self.discovery.get_service_info_sync("auth").base_url)
 
@@ -221,24 +269,31 @@ class TestClientFactory:
         return SyncWebSocketTestClient(websocket_url(_backend_ws_base(self.discovery), token))
 
 
-# -- sync clients ----------------------------------------------------------------------------
-class _SyncHTTP:
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout)
+# -- the sync layer: the same coroutines, run on one private loop ---------------------------
+_sync_lock = threading.Lock()
+_sync_loop: BackgroundLoop | None = None
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self._client.request(method, path, **kwargs)
 
-    def health(self) -> dict[str, Any]:
-        response = self.request("GET", "/health")
-        _raise_for_status(response, "health")
-        data: dict[str, Any] = response.json()
-        return data
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the sync layer's background loop and return its result."""
+    global _sync_loop
+    with _sync_lock:
+        if _sync_loop is None:
+            _sync_loop = BackgroundLoop(name="testenv-sync")
+    return _sync_loop.run(coro)
 
-    def close(self) -> None:
-        self._client.close()
+
+class _SyncLayer:
+    """A blocking twin of an async client: it holds one and runs its coroutine methods on the
+    sync layer's loop (methods are added by :func:`_blocking_methods`)."""
+
+    _async_cls: type[Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._async = self._async_cls(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # plain attributes: base_url, url, connected
+        return getattr(self._async, name)
 
     def __enter__(self) -> Self:
         return self
@@ -246,78 +301,53 @@ class _SyncHTTP:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def close(self) -> None:
+        closer = getattr(self._async, "aclose", None) or self._async.close
+        run_sync(closer())
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.base_url!r})"
+        return f"Sync{self._async!r}"
 
 
-class SyncAuthTestClient(_SyncHTTP):
-    """Blocking :class:`AuthTestClient`."""
+def _blocking_methods(async_cls: type[Any]) -> Callable[[type[T]], type[T]]:
+    """Class decorator: give the sync twin a blocking method per public coroutine method of
+    ``async_cls`` (as kr8s does for its sync objects)."""
 
-    def register(self, email: str, password: str) -> User:
-        response = self.request("POST", "/register", json={"email": email, "password": password})
-        _raise_for_status(response, "register")
-        return _user(response.json())
+    def decorate(cls: type[T]) -> type[T]:
+        def blocking(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(method)
+            def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+                return run_sync(getattr(self._async, name)(*args, **kwargs))
 
-    def login(self, email: str, password: str) -> str:
-        response = self.request("POST", "/login", json={"email": email, "password": password})
-        _raise_for_status(response, "login")
-        return _token(response.json())
+            return call
 
+        for name, member in inspect.getmembers(async_cls, inspect.iscoroutinefunction):
+            if not name.startswith("_") and name not in cls.__dict__:
+                setattr(cls, name, blocking(name, member))
+        cls._async_cls = async_cls  # type: ignore[attr-defined]
+        return cls
 
-class SyncBackendTestClient(_SyncHTTP):
-    """Blocking :class:`BackendTestClient`."""
-
-    def me(self, token: str) -> dict[str, Any]:
-        response = self.request("GET", "/api/me", headers=_bearer(token))
-        _raise_for_status(response, "me")
-        data: dict[str, Any] = response.json()
-        return data
+    return decorate
 
 
-class SyncWebSocketTestClient:
-    """Blocking :class:`WebSocketTestClient` (``websockets.sync``)."""
+@_blocking_methods(AuthTestClient)
+class SyncAuthTestClient(_SyncLayer):
+    """Blocking :class:`AuthTestClient`: ``register``, ``login``, ``health``, ``close``."""
 
-    def __init__(self, url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.url = url
-        self.timeout = timeout
-        self._conn: SyncClientConnection | None = None
+
+@_blocking_methods(BackendTestClient)
+class SyncBackendTestClient(_SyncLayer):
+    """Blocking :class:`BackendTestClient`: ``me``, ``health``, ``close``."""
+
+
+@_blocking_methods(WebSocketTestClient)
+class SyncWebSocketTestClient(_SyncLayer):
+    """Blocking :class:`WebSocketTestClient`: ``connect``, ``send``, ``send_chat``,
+    ``receive``, ``receive_until``, ``close``; ``with`` connects and closes."""
 
     def connect(self) -> Self:
-        if self._conn is None:
-            # Entering the connection works on every websockets version (and is what 17.1+
-            # asks for instead of a bare connect()); close() exits it.
-            self._conn = sync_connect(self.url, open_timeout=self.timeout).__enter__()
+        run_sync(self._async.connect())
         return self
-
-    def _require(self) -> SyncClientConnection:
-        if self._conn is None:
-            raise RuntimeError("SyncWebSocketTestClient is not connected: call connect()")
-        return self._conn
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._require().send(json.dumps(message))
-
-    def send_chat(self, text: str) -> None:
-        self.send({"type": "chat", "text": text})
-
-    def receive(self, timeout: float | None = None) -> dict[str, Any]:
-        raw = self._require().recv(timeout=self.timeout if timeout is None else timeout)
-        data: dict[str, Any] = json.loads(raw)
-        return data
-
-    def receive_until(self, type_: str, timeout: float | None = None) -> dict[str, Any]:
-        while True:
-            message = self.receive(timeout)
-            if message.get("type") == type_:
-                return message
-
-    def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.close()
 
     def __enter__(self) -> Self:
         return self.connect()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

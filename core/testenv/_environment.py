@@ -1,29 +1,34 @@
-"""Real mode: a TestEnvironment custom resource, watched until Ready, then port-forwarded."""
+"""Real mode: a TestEnvironment custom resource, watched until Ready, kept alive by its lease,
+then port-forwarded."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-import secrets
+import logging
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import kr8s
-import kr8s.asyncio
-import yaml
-from kr8s.asyncio.objects import Namespace, new_class
-from pydantic import ValidationError
-from testenv_operator.api import (
+
+from ._context import EnvironmentInfo, Progress, StartResult
+from ._errors import EnvironmentFailedError
+from ._kube import (
+    TestEnvironment,
+    collect_forensics,
+    connect,
+    delete_and_confirm,
+    parse_status,
+    server_status,
+)
+from ._portforward import ServiceForward, verify
+from ._spec import now_rfc3339, spec_hash, unique_name
+from .api import (
     API_VERSION,
     DISCOVERY_CONFIGMAP,
     GROUP,
     KIND,
     LEASE_RENEWED_ANNOTATION,
-    PLURAL,
     SPEC_HASH_LABEL,
     DiscoveryRecord,
     Phase,
@@ -32,121 +37,13 @@ from testenv_operator.api import (
     parse_duration,
 )
 
-from ._context import EnvironmentInfo, Progress, StartResult
-from ._errors import (
-    ClusterUnreachableError,
-    EnvironmentFailedError,
-    OperatorNotInstalledError,
-)
-from ._portforward import ServiceForward, verify
+log = logging.getLogger("testenv")
 
-CRD_NAME = f"{PLURAL}.{GROUP}"
 CREATED_BY_LABEL = f"{GROUP}/created-by"
 REUSABLE_LABEL = f"{GROUP}/reusable"
-CREATED_BY = "pytest-plugin"
-INSTALL_HINT = (
-    "install the operator: helm install testenv charts/testenv-operator "
-    "(or kubectl apply -f manifests/)"
-)
-
-TestEnvironment: Any = new_class(
-    kind=KIND, version=API_VERSION, namespaced=False, plural=PLURAL, asyncio=True
-)
+CREATED_BY = "testenv"
 # How long teardown waits for the environment and its namespace to be gone before warning.
 TEARDOWN_TIMEOUT = 90.0
-
-
-def load_spec(path: Path | None) -> tuple[TestEnvironmentSpec, dict[str, str]]:
-    """The spec (and extra metadata labels) from ``--testenv-spec``: a whole TestEnvironment
-    resource or only its spec. ``None``: the default spec (the reference services)."""
-    if path is None:
-        return TestEnvironmentSpec(), {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise EnvironmentFailedError(f"cannot read --testenv-spec {path}: {exc}") from exc
-    labels: dict[str, str] = {}
-    if isinstance(data, dict) and ("kind" in data or "apiVersion" in data or "spec" in data):
-        labels = dict((data.get("metadata") or {}).get("labels") or {})
-        data = data.get("spec") or {}
-    try:
-        return TestEnvironmentSpec.model_validate(data), labels
-    except ValidationError as exc:
-        raise EnvironmentFailedError(f"invalid spec in {path}:\n{exc}") from exc
-
-
-def spec_hash(spec: TestEnvironmentSpec) -> str:
-    """A stable hash of what the environment runs (the lease is not part of it)."""
-    wire = spec.model_copy(update={"lease": None}).to_wire()
-    canonical = json.dumps(wire, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def unique_name(prefix: str = "pytest") -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _status(raw: dict[str, Any]) -> TestEnvironmentStatus:
-    try:
-        return TestEnvironmentStatus.model_validate(raw.get("status") or {})
-    except ValidationError:
-        # An operator newer than this plugin: read what we understand.
-        status = raw.get("status") or {}
-        return TestEnvironmentStatus.model_construct(
-            phase=status.get("phase", Phase.PENDING),
-            message=status.get("message"),
-            namespace=status.get("namespace"),
-            conditions=[],
-            services=[],
-        )
-
-
-def _server_status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    code = getattr(response, "status_code", None)
-    return code if isinstance(code, int) else None
-
-
-async def connect(kubeconfig: str | None, context: str | None) -> Any:
-    """A kr8s API client, checked: the cluster answers and the CRD is installed."""
-    where = f"kubeconfig={kubeconfig or '$KUBECONFIG or ~/.kube/config'}"
-    if context:
-        where += f", context={context}"
-    try:
-        api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
-        async with asyncio.timeout(15):
-            await api.async_version()
-    except Exception as exc:
-        raise ClusterUnreachableError(
-            f"cannot reach the Kubernetes API ({where}): {type(exc).__name__}: {exc}. "
-            "Check --testenv-kubeconfig/KUBECONFIG and --testenv-context, "
-            "or run without a cluster: --testenv-mode=local"
-        ) from exc
-    found: list[Any]
-    try:
-        found = [c async for c in api.async_get("customresourcedefinitions", CRD_NAME)]
-    except kr8s.NotFoundError:
-        found = []
-    except kr8s.ServerError as exc:
-        if _server_status(exc) == 404:
-            found = []
-        elif _server_status(exc) == 403:  # may not read CRDs: try the resource itself
-            try:
-                [e async for e in api.async_get(TestEnvironment, params={"limit": 1})]
-                found = [True]
-            except (kr8s.NotFoundError, kr8s.ServerError):
-                found = []
-        else:
-            raise
-    if not found:
-        raise OperatorNotInstalledError(
-            f"the CRD {CRD_NAME} is not installed in the cluster ({where}); {INSTALL_HINT}"
-        )
-    return api
 
 
 class KubeEnvironment:
@@ -264,7 +161,7 @@ class KubeEnvironment:
                 f"({len(self.spec.services)} services{lease})"
             )
         except kr8s.ServerError as exc:
-            if _server_status(exc) != 409 or not self.shared:
+            if server_status(exc) != 409 or not self.shared:
                 raise EnvironmentFailedError(
                     f"cannot create TestEnvironment {self.name}: {exc}", reason="CreateFailed"
                 ) from exc
@@ -283,11 +180,11 @@ class KubeEnvironment:
             o
             for o in candidates
             if not o.metadata.get("deletionTimestamp")
-            and _status(o.raw).phase not in (Phase.FAILED, Phase.TERMINATING)
+            and parse_status(o.raw).phase not in (Phase.FAILED, Phase.TERMINATING)
         ]
         usable.sort(
             key=lambda o: (
-                _status(o.raw).phase != Phase.READY,
+                parse_status(o.raw).phase != Phase.READY,
                 o.metadata.get("creationTimestamp", ""),
             )
         )
@@ -298,7 +195,7 @@ class KubeEnvironment:
         announced: set[str] = set()
 
         def check(raw: dict[str, Any]) -> TestEnvironmentStatus | None:
-            status = _status(raw)
+            status = parse_status(raw)
             for svc in status.services:
                 if svc.ready and svc.name not in announced:
                     announced.add(svc.name)
@@ -392,7 +289,15 @@ class KubeEnvironment:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep trying: a transient API error must not end it
-                self.renew_errors.append(f"{now_rfc3339()} {type(exc).__name__}: {exc}")
+                message = f"{now_rfc3339()} {type(exc).__name__}: {exc}"
+                self.renew_errors.append(message)
+                log.warning(
+                    "testenv: renewing the lease of TestEnvironment %s failed (%s); "
+                    "retrying in %.0fs",
+                    self.name,
+                    message,
+                    interval,
+                )
 
     @property
     def deletes_on_stop(self) -> bool:
@@ -414,11 +319,6 @@ class KubeEnvironment:
                 budget_s=TEARDOWN_TIMEOUT,
             )
 
-    async def check_forwards(self) -> None:
-        """Raise PortForwardLostError if a service no longer answers through its forward."""
-        for forward in self.forwards.values():
-            await verify(forward.record(), seconds=10)
-
     def how_to_reach(self) -> list[str]:
         ns = self.namespace or f"testenv-{self.name}"
         ctx = f" --context {self.context}" if self.context else ""
@@ -438,124 +338,3 @@ class KubeEnvironment:
         if self.api is None or self.obj is None:
             return ""
         return await collect_forensics(self.api, self.name)
-
-
-async def delete_environment(api: Any, name: str) -> bool:
-    """Delete a TestEnvironment by name (False if it was already gone)."""
-    try:
-        await TestEnvironment({"metadata": {"name": name}}, api=api).async_delete()
-    except kr8s.NotFoundError:
-        return False
-    except kr8s.ServerError as exc:
-        if _server_status(exc) == 404:
-            return False
-        raise
-    return True
-
-
-async def delete_and_confirm(api: Any, name: str, namespace: str | None, *, budget_s: float) -> str:
-    """Delete the environment, then wait (by watching) until it and its namespace are gone.
-
-    Returns the line for the terminal summary: a confirmation that nothing leaked, or a
-    warning naming what is still there.
-    """
-    started = time.monotonic()
-    if not await delete_environment(api, name):
-        return f"testenv: TestEnvironment {name} was already gone"
-    pending = f"TestEnvironment {name}"
-    try:
-        async with asyncio.timeout(budget_s):
-            await _wait_gone(TestEnvironment({"metadata": {"name": name}}, api=api))
-            if namespace:
-                pending = f"namespace {namespace}"
-                await _wait_gone(Namespace({"metadata": {"name": namespace}}, api=api))
-    except TimeoutError:
-        return (
-            f"testenv: WARNING: {pending} still exists {budget_s:.0f}s after deleting the "
-            f"environment; see `kubectl get namespace {namespace} -o yaml` (its conditions "
-            "say what blocks it)"
-        )
-    took = time.monotonic() - started
-    return f"testenv: deleted TestEnvironment {name} and namespace {namespace} ({took:.1f}s)"
-
-
-async def _wait_gone(obj: Any) -> None:
-    """Return once ``obj`` no longer exists: a watch from its last version, no polling."""
-    while True:
-        try:
-            await obj.async_refresh()
-        except kr8s.NotFoundError:
-            return
-        # aclosing: returning from the loop closes the watch now, not at interpreter exit.
-        async with contextlib.aclosing(obj.async_watch()) as events:
-            async for event, _ in events:
-                if event == "DELETED":
-                    return
-        # the watch ended (server-side timeout): look again
-
-
-async def collect_forensics(api: Any, name: str, *, log_lines: int = 20, events: int = 15) -> str:
-    """Status, conditions, recent events and the last log lines of every pod."""
-    out: list[str] = []
-    try:
-        async with asyncio.timeout(20):
-            await _forensics(api, name, out, log_lines, events)
-    except Exception as exc:
-        out.append(f"(forensics incomplete: {type(exc).__name__}: {exc})")
-    return "\n".join(out)
-
-
-async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_events: int) -> None:
-    try:
-        obj = await TestEnvironment.get(name, api=api)
-    except kr8s.NotFoundError:
-        out.append(f"TestEnvironment {name}: not found")
-        return
-    status = _status(obj.raw)
-    out.append(
-        f"TestEnvironment {name}: phase={status.phase} "
-        f"ready={status.ready_services or '?'} message={status.message or ''}"
-    )
-    if status.phase in (Phase.PENDING, None) and not obj.raw.get("status"):
-        out.append(
-            "  no status at all: is the operator running? "
-            "(kubectl get pods -A -l app.kubernetes.io/name=testenv-operator)"
-        )
-    for cond in status.conditions:
-        out.append(f"  condition {cond.type}={cond.status} ({cond.reason}) {cond.message}")
-    for svc in status.services:
-        out.append(
-            f"  service {svc.name}: ready={svc.ready} {svc.ready_replicas}/{svc.replicas}"
-            f" {svc.reason or ''} {svc.message or ''}".rstrip()
-        )
-    ns = status.namespace
-    if not ns:
-        return
-    events = [e async for e in api.async_get("events", namespace=ns)]
-
-    def when(e: Any) -> str:
-        raw = e.raw
-        return str(
-            raw.get("lastTimestamp")
-            or raw.get("eventTime")
-            or raw.get("metadata", {}).get("creationTimestamp")
-            or ""
-        )
-
-    events.sort(key=when)
-    out.append(f"events in {ns} (last {n_events}):")
-    for e in events[-n_events:]:
-        raw = e.raw
-        involved = raw.get("involvedObject", {})
-        out.append(
-            f"  {when(e)} {raw.get('type', '')} {involved.get('kind', '')}/"
-            f"{involved.get('name', '')} {raw.get('reason', '')}: "
-            f"{raw.get('message', '')}".rstrip()
-        )
-    async for pod in api.async_get("pods", namespace=ns):
-        out.append(f"logs of pod {pod.name} (last {log_lines} lines):")
-        try:
-            async for line in pod.async_logs(tail_lines=log_lines, timeout=10):
-                out.append(f"  {line}")
-        except Exception as exc:
-            out.append(f"  (no logs: {type(exc).__name__}: {exc})")

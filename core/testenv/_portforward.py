@@ -19,17 +19,10 @@ from tenacity import (
     stop_after_delay,
     wait_exponential,
 )
-from testenv_operator.api import ENVIRONMENT_LABEL, DiscoveryRecord
 
 from ._errors import PortForwardLostError
 from ._local import free_port
-
-NAME_LABEL = "app.kubernetes.io/name"
-
-
-def pod_selector(env_name: str, service: str) -> dict[str, str]:
-    """Labels the operator puts on the pods of ``service`` (see the Deployment template)."""
-    return {NAME_LABEL: service, ENVIRONMENT_LABEL: env_name}
+from .api import DiscoveryRecord, pod_selector
 
 
 class ReadyPods:

@@ -1,4 +1,4 @@
-"""Pure unit tests of the plugin's building blocks (no processes, no cluster)."""
+"""Pure unit tests of the library's building blocks (no processes, no cluster)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testenv_operator.api import DiscoveryRecord, TestEnvironmentSpec, reference_services
-from testenv_pytest import ServiceDiscovery, TestClientFactory
-from testenv_pytest._environment import KubeEnvironment, load_spec, spec_hash
-from testenv_pytest._errors import EnvironmentFailedError
-from testenv_pytest._portforward import localize, pod_selector
-from testenv_pytest.discovery import remove_discovery_files, write_discovery_files
+from testenv.api import DiscoveryRecord, TestEnvironmentSpec, reference_services
+from testenv import ServiceDiscovery, SpecError, TestClientFactory
+from testenv._discovery import remove_discovery_files, write_discovery_files
+from testenv._environment import KubeEnvironment
+from testenv._portforward import localize
+from testenv._spec import load_spec, spec_hash
+from testenv.api import pod_selector
 
 
 def test_spec_hash_ignores_the_lease_but_not_the_services() -> None:
@@ -45,7 +46,7 @@ def test_load_spec_resource_or_bare_spec(tmp_path: Path) -> None:
     assert (spec.lease, labels) == ("30s", {"team": "a"})
     bad = tmp_path / "bad.yaml"
     bad.write_text("spec: {ttl: forever}\n")
-    with pytest.raises(EnvironmentFailedError, match="invalid spec"):
+    with pytest.raises(SpecError, match="invalid spec"):
         load_spec(bad)
 
 
@@ -67,7 +68,7 @@ def test_lease_only_when_the_session_deletes(
     assert manifest["metadata"]["name"].startswith("pytest-")
     labels = manifest["metadata"]["labels"]
     assert labels["testenv.dev/spec-hash"] == env.hash
-    assert labels["testenv.dev/created-by"] == "pytest-plugin"
+    assert labels["testenv.dev/created-by"] == "testenv"
     assert ("testenv.dev/reusable" in labels) == reuse
     assert "testenv.dev/lease-renewed-at" in manifest["metadata"]["annotations"]
 
@@ -81,8 +82,8 @@ def test_localize_rewrites_every_url() -> None:
     assert local.ws_url == "ws://127.0.0.1:40000/ws"
     assert (local.name, local.port) == ("backend", 40000)
     assert pod_selector("e", "backend") == {
-        "app.kubernetes.io/name": "backend",
         "testenv.dev/environment": "e",
+        "testenv.dev/service": "backend",
     }
 
 

@@ -1,4 +1,5 @@
-"""What the fixtures hand out, and the contract between the plugin and its two providers."""
+"""What the fixtures hand out, and the contract between the launcher and its two providers
+(a TestEnvironment in Kubernetes, or local processes)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from testenv_operator.api import DiscoveryRecord
-
-from .clients import (
+from ._clients import (
     AuthTestClient,
     BackendTestClient,
     SyncAuthTestClient,
@@ -17,7 +16,8 @@ from .clients import (
     TestClientFactory,
     WebSocketTestClient,
 )
-from .discovery import ServiceDiscovery, ServiceInfo
+from ._discovery import ServiceDiscovery, ServiceInfo
+from .api import DiscoveryRecord
 
 Progress = Callable[[str], None]
 
@@ -48,7 +48,7 @@ class StartResult:
 
 
 class Provider(Protocol):
-    """Brings the services up and down (runs in the plugin's background loop)."""
+    """Brings the services up and down (runs in the launcher's background loop)."""
 
     async def start(self, progress: Progress) -> StartResult: ...
 
@@ -59,14 +59,18 @@ class Provider(Protocol):
 
 @dataclass(kw_only=True)
 class _ServicesContext:
-    """What both fixtures' contexts hold besides their clients."""
+    """What both contexts hold besides their clients. The plan builds a context from its three
+    clients only; the plugin's fixtures fill in the rest."""
 
-    discovery: ServiceDiscovery
-    environment: EnvironmentInfo
-    factory: TestClientFactory
+    discovery: ServiceDiscovery | None = None
+    environment: EnvironmentInfo | None = None
+    factory: TestClientFactory | None = None
 
     @property
     def services(self) -> dict[str, ServiceInfo]:
+        """Every known service's endpoint (empty without a discovery)."""
+        if self.discovery is None:
+            return {}
         return {n: self.discovery.get_service_info_sync(n) for n in self.discovery.services()}
 
 

@@ -1,4 +1,4 @@
-"""The ``--testenv-report`` JSON and the JUnit XML properties."""
+"""Reports: the plan's ``RealServiceTestReport``, the JSON report file, JUnit properties."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import pytest
+from typing import Any, Self
 
 from ._context import StartResult
 
@@ -59,7 +57,8 @@ class TestResults:
     def __init__(self) -> None:
         self.tests: dict[str, dict[str, Any]] = {}
 
-    def add(self, report: pytest.TestReport) -> None:
+    def add(self, report: Any) -> None:
+        """Count one phase of a test (a ``pytest.TestReport``, or anything shaped like it)."""
         entry = self.tests.setdefault(
             report.nodeid, {"nodeid": report.nodeid, "outcome": "passed", "duration": 0.0}
         )
@@ -82,6 +81,46 @@ class TestResults:
             "total": len(self.tests),
             **dict(sorted(counts.items())),
             "tests": list(self.tests.values()),
+        }
+
+
+class RealServiceTestReport:
+    """The plan's report: ``generate()`` returns ``services_started``, ``startup_time``,
+    ``port_allocations``, ``health_check_results`` and ``test_results``."""
+
+    __test__ = False
+
+    def __init__(self) -> None:
+        self.services_started: list[str] = []
+        self.startup_duration: float | None = None
+        self.port_map: dict[str, dict[str, Any]] = {}
+        self.health_checks: dict[str, dict[str, Any]] = {}
+        self.results: dict[str, Any] = TestResults().summary()
+        self.phases: dict[str, float] = {}
+        self.environment: dict[str, Any] | None = None
+
+    @classmethod
+    def from_start(cls, result: StartResult, results: TestResults | None = None) -> Self:
+        """The report of a started launcher (``launcher.result``) and optional test results."""
+        section = environment_section(result)
+        report = cls()
+        report.services_started = section["services_started"]
+        report.startup_duration = section["startup_time"]
+        report.port_map = section["port_allocations"]
+        report.health_checks = section["health_check_results"]
+        report.phases = section["phases"]
+        report.environment = section["environment"]
+        if results is not None:
+            report.results = results.summary()
+        return report
+
+    def generate(self) -> dict[str, Any]:
+        return {
+            "services_started": self.services_started,
+            "startup_time": self.startup_duration,
+            "port_allocations": self.port_map,
+            "health_check_results": self.health_checks,
+            "test_results": self.results,
         }
 
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from testenv_operator.api import DiscoveryRecord, ServiceSpec
-from testenv_pytest import PortForwardLostError
-from testenv_pytest._local import free_port
-from testenv_pytest._portforward import verify
+from testenv.api import DiscoveryRecord, ServiceSpec
+from testenv import PortForwardLostError
+from testenv._local import free_port
+from testenv._portforward import verify
 
 
 def _record(port: int) -> DiscoveryRecord:

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from testenv_operator.api import DiscoveryRecord
+from ._errors import ServiceNotFoundError
+from .api import DiscoveryRecord
 
 DEFAULT_DISCOVERY_DIR = Path(".service_discovery")
 DISCOVERY_ENV = "TESTENV_DISCOVERY_DIR"
@@ -61,6 +62,10 @@ class ServiceDiscovery:
         self.discovery_dir = discovery_dir
         self._records = dict(records or {})
 
+    def _set_records(self, records: Mapping[str, DiscoveryRecord]) -> None:
+        """Hold ``records`` in memory (the launcher does, once its services run)."""
+        self._records = dict(records)
+
     def services(self) -> list[str]:
         """Names of the known services."""
         if self._records:
@@ -77,18 +82,50 @@ class ServiceDiscovery:
             data = json.loads(info_file.read_text())
         except FileNotFoundError:
             known = ", ".join(self.services()) or "none"
-            raise LookupError(
+            raise ServiceNotFoundError(
                 f"no discovery record for service {service!r} in {info_file.parent} "
                 f"(known: {known}); is the testenv plugin active (real_services fixture)?"
             ) from None
-        return DiscoveryRecord.model_validate(data)
+        except json.JSONDecodeError as exc:
+            raise ServiceNotFoundError(
+                f"discovery file {info_file} is not JSON ({exc}); delete it and start the "
+                "services again"
+            ) from None
+        return record_from_file_data(service, data, source=info_file)
 
     def get_service_info_sync(self, service: str) -> ServiceInfo:
         return ServiceInfo.from_record(self.get_record(service))
 
     async def get_service_info(self, service: str) -> ServiceInfo:
-        """Endpoint info of ``service`` (``LookupError`` if it is unknown)."""
+        """Endpoint info of ``service`` (:class:`ServiceNotFoundError`, a ``LookupError``,
+        if it is unknown)."""
         return self.get_service_info_sync(service)
+
+
+def record_from_file_data(service: str, data: object, *, source: Path) -> DiscoveryRecord:
+    """A record from a discovery file's JSON: the full record the plugin writes, or the
+    plan's shape, which holds only ``port`` and ``health_url`` (and maybe ``base_url``)."""
+    if not isinstance(data, dict) or not isinstance(data.get("port"), int):
+        raise ServiceNotFoundError(
+            f"discovery file {source} has no integer 'port'; it must hold at least "
+            '{"port": <int>, "health_url": "<url>"}'
+        )
+    port = data["port"]
+    host = str(data.get("host") or "localhost")
+    base_url = str(data.get("base_url") or f"http://{host}:{port}")
+    filled = {
+        "name": service,
+        "host": host,
+        "base_url": base_url,
+        "health_url": str(data.get("health_url") or f"{base_url}/health"),
+        **{k: v for k, v in data.items() if v is not None},
+    }
+    try:
+        return DiscoveryRecord.model_validate(filled)
+    except ValueError as exc:
+        raise ServiceNotFoundError(
+            f"discovery file {source} is not a discovery record: {exc}"
+        ) from None
 
 
 def write_discovery_files(directory: Path, records: Mapping[str, DiscoveryRecord]) -> list[Path]:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from testenv_operator.api import DiscoveryRecord, ServiceSpec, TestEnvironmentSpec
 
 from ._context import EnvironmentInfo, Progress, StartResult
 from ._errors import EnvironmentFailedError
+from .api import ENV_SECRET_KEY, DiscoveryRecord, ServiceSpec, TestEnvironmentSpec, contract_env
 
 SEED_USERS = "test@example.com:password"
 LOG_TAIL = 30
@@ -30,10 +30,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def env_var_name(service: str) -> str:
-    return f"TESTENV_{service.upper().replace('-', '_')}_URL"
 
 
 def tail(path: Path, lines: int = LOG_TAIL) -> str:
@@ -73,18 +69,17 @@ class LocalServices:
         env = dict(os.environ)
         env.setdefault("AUTH_SEED_USERS", SEED_USERS)
         env.update({e.name: e.value for e in proc.spec.env})
-        for other in self.procs.values():
-            env[env_var_name(other.spec.name)] = f"http://127.0.0.1:{other.port}"
         env.update(
-            {
-                "PORT": str(proc.port),
-                "TESTENV_SECRET_KEY": secret,
-                "TESTENV_ENVIRONMENT": self.name,
-                "TESTENV_NAMESPACE": "local",
-                "TESTENV_SERVICE": proc.spec.name,
-                "PYTHONUNBUFFERED": "1",
-            }
+            contract_env(
+                environment=self.name,
+                namespace="local",
+                service=proc.spec.name,
+                port=proc.port,
+                urls={n: f"http://127.0.0.1:{p.port}" for n, p in self.procs.items()},
+            )
         )
+        env[ENV_SECRET_KEY] = secret
+        env["PYTHONUNBUFFERED"] = "1"
         return env
 
     async def start(self, progress: Progress) -> StartResult:

@@ -1,10 +1,11 @@
-"""Typed errors of the plugin. Every message says what to do next."""
+"""Every error the library raises (flat, like ``kr8s._exceptions``). Each message says what to
+do next."""
 
 from __future__ import annotations
 
 
 class TestenvError(Exception):
-    """Base class of every error the plugin raises."""
+    """Base class of every error testenv raises."""
 
     __test__ = False
 
@@ -12,6 +13,14 @@ class TestenvError(Exception):
         super().__init__(message)
         #: Diagnostics gathered when the error happened (status, events, logs), if any.
         self.forensics = forensics
+
+
+class ConfigurationError(TestenvError, ValueError):
+    """A setting is invalid or asks for something testenv cannot honour."""
+
+
+class SpecError(TestenvError, ValueError):
+    """A spec file cannot be read or is not a valid TestEnvironment."""
 
 
 class ClusterUnreachableError(TestenvError):
@@ -34,8 +43,12 @@ class EnvironmentFailedError(TestenvError):
 
 
 class ProvisioningTimeoutError(EnvironmentFailedError):
-    """The environment did not become Ready within ``--testenv-timeout``."""
+    """The environment did not become Ready within the startup timeout."""
 
 
 class PortForwardLostError(TestenvError):
     """A port-forward to a service broke and no other ready pod could take over."""
+
+
+class ServiceNotFoundError(TestenvError, LookupError):
+    """No discovery record for the service that was asked for."""

@@ -1,0 +1,222 @@
+"""The Kubernetes side of the client: one kr8s resource class for TestEnvironments, connecting
+with clear errors, deleting and confirming, forensics. Everything client-side talks to the
+cluster through here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import kr8s
+import kr8s.asyncio
+from kr8s.asyncio.objects import Namespace, new_class
+from pydantic import ValidationError
+
+from ._errors import ClusterUnreachableError, OperatorNotInstalledError
+from .api import (
+    API_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    Phase,
+    TestEnvironmentStatus,
+)
+
+CRD_NAME = f"{PLURAL}.{GROUP}"
+INSTALL_HINT = (
+    "install the operator: helm install testenv charts/testenv-operator "
+    "(or kubectl apply -f manifests/)"
+)
+
+
+def _resource_class(asyncio: bool) -> Any:
+    return new_class(
+        kind=KIND, version=API_VERSION, namespaced=False, plural=PLURAL, asyncio=asyncio
+    )
+
+
+#: The TestEnvironment resource for kr8s (async API), and its synchronous twin for scripts.
+TestEnvironment: Any = _resource_class(asyncio=True)
+SyncTestEnvironment: Any = _resource_class(asyncio=False)
+
+
+def parse_status(raw: dict[str, Any]) -> TestEnvironmentStatus:
+    try:
+        return TestEnvironmentStatus.model_validate(raw.get("status") or {})
+    except ValidationError:
+        # An operator newer than this plugin: read what we understand.
+        status = raw.get("status") or {}
+        return TestEnvironmentStatus.model_construct(
+            phase=status.get("phase", Phase.PENDING),
+            message=status.get("message"),
+            namespace=status.get("namespace"),
+            conditions=[],
+            services=[],
+        )
+
+
+def server_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    return code if isinstance(code, int) else None
+
+
+async def connect(kubeconfig: str | None, context: str | None) -> Any:
+    """A kr8s API client, checked: the cluster answers and the CRD is installed."""
+    where = f"kubeconfig={kubeconfig or '$KUBECONFIG or ~/.kube/config'}"
+    if context:
+        where += f", context={context}"
+    try:
+        api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
+        async with asyncio.timeout(15):
+            await api.async_version()
+    except Exception as exc:
+        raise ClusterUnreachableError(
+            f"cannot reach the Kubernetes API ({where}): {type(exc).__name__}: {exc}. "
+            "Check --testenv-kubeconfig/KUBECONFIG and --testenv-context, "
+            "or run without a cluster: --testenv-mode=local"
+        ) from exc
+    found: list[Any]
+    try:
+        found = [c async for c in api.async_get("customresourcedefinitions", CRD_NAME)]
+    except kr8s.NotFoundError:
+        found = []
+    except kr8s.ServerError as exc:
+        if server_status(exc) == 404:
+            found = []
+        elif server_status(exc) == 403:  # may not read CRDs: try the resource itself
+            try:
+                [e async for e in api.async_get(TestEnvironment, params={"limit": 1})]
+                found = [True]
+            except (kr8s.NotFoundError, kr8s.ServerError):
+                found = []
+        else:
+            raise
+    if not found:
+        raise OperatorNotInstalledError(
+            f"the CRD {CRD_NAME} is not installed in the cluster ({where}); {INSTALL_HINT}"
+        )
+    return api
+
+
+async def delete_environment(api: Any, name: str) -> bool:
+    """Delete a TestEnvironment by name (False if it was already gone)."""
+    try:
+        await TestEnvironment({"metadata": {"name": name}}, api=api).async_delete()
+    except kr8s.NotFoundError:
+        return False
+    except kr8s.ServerError as exc:
+        if server_status(exc) == 404:
+            return False
+        raise
+    return True
+
+
+async def delete_and_confirm(api: Any, name: str, namespace: str | None, *, budget_s: float) -> str:
+    """Delete the environment, then wait (by watching) until it and its namespace are gone.
+
+    Returns the line for the terminal summary: a confirmation that nothing leaked, or a
+    warning naming what is still there.
+    """
+    started = time.monotonic()
+    if not await delete_environment(api, name):
+        return f"testenv: TestEnvironment {name} was already gone"
+    pending = f"TestEnvironment {name}"
+    try:
+        async with asyncio.timeout(budget_s):
+            await _wait_gone(TestEnvironment({"metadata": {"name": name}}, api=api))
+            if namespace:
+                pending = f"namespace {namespace}"
+                await _wait_gone(Namespace({"metadata": {"name": namespace}}, api=api))
+    except TimeoutError:
+        return (
+            f"testenv: WARNING: {pending} still exists {budget_s:.0f}s after deleting the "
+            f"environment; see `kubectl get namespace {namespace} -o yaml` (its conditions "
+            "say what blocks it)"
+        )
+    took = time.monotonic() - started
+    return f"testenv: deleted TestEnvironment {name} and namespace {namespace} ({took:.1f}s)"
+
+
+async def _wait_gone(obj: Any) -> None:
+    """Return once ``obj`` no longer exists: a watch from its last version, no polling."""
+    while True:
+        try:
+            await obj.async_refresh()
+        except kr8s.NotFoundError:
+            return
+        # aclosing: returning from the loop closes the watch now, not at interpreter exit.
+        async with contextlib.aclosing(obj.async_watch()) as events:
+            async for event, _ in events:
+                if event == "DELETED":
+                    return
+        # the watch ended (server-side timeout): look again
+
+
+async def collect_forensics(api: Any, name: str, *, log_lines: int = 20, events: int = 15) -> str:
+    """Status, conditions, recent events and the last log lines of every pod."""
+    out: list[str] = []
+    try:
+        async with asyncio.timeout(20):
+            await _forensics(api, name, out, log_lines, events)
+    except Exception as exc:
+        out.append(f"(forensics incomplete: {type(exc).__name__}: {exc})")
+    return "\n".join(out)
+
+
+async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_events: int) -> None:
+    try:
+        obj = await TestEnvironment.get(name, api=api)
+    except kr8s.NotFoundError:
+        out.append(f"TestEnvironment {name}: not found")
+        return
+    status = parse_status(obj.raw)
+    out.append(
+        f"TestEnvironment {name}: phase={status.phase} "
+        f"ready={status.ready_services or '?'} message={status.message or ''}"
+    )
+    if status.phase in (Phase.PENDING, None) and not obj.raw.get("status"):
+        out.append(
+            "  no status at all: is the operator running? "
+            "(kubectl get pods -A -l app.kubernetes.io/name=testenv-operator)"
+        )
+    for cond in status.conditions:
+        out.append(f"  condition {cond.type}={cond.status} ({cond.reason}) {cond.message}")
+    for svc in status.services:
+        out.append(
+            f"  service {svc.name}: ready={svc.ready} {svc.ready_replicas}/{svc.replicas}"
+            f" {svc.reason or ''} {svc.message or ''}".rstrip()
+        )
+    ns = status.namespace
+    if not ns:
+        return
+    events = [e async for e in api.async_get("events", namespace=ns)]
+
+    def when(e: Any) -> str:
+        raw = e.raw
+        return str(
+            raw.get("lastTimestamp")
+            or raw.get("eventTime")
+            or raw.get("metadata", {}).get("creationTimestamp")
+            or ""
+        )
+
+    events.sort(key=when)
+    out.append(f"events in {ns} (last {n_events}):")
+    for e in events[-n_events:]:
+        raw = e.raw
+        involved = raw.get("involvedObject", {})
+        out.append(
+            f"  {when(e)} {raw.get('type', '')} {involved.get('kind', '')}/"
+            f"{involved.get('name', '')} {raw.get('reason', '')}: "
+            f"{raw.get('message', '')}".rstrip()
+        )
+    async for pod in api.async_get("pods", namespace=ns):
+        out.append(f"logs of pod {pod.name} (last {log_lines} lines):")
+        try:
+            async for line in pod.async_logs(tail_lines=log_lines, timeout=10):
+                out.append(f"  {line}")
+        except Exception as exc:
+            out.append(f"  (no logs: {type(exc).__name__}: {exc})")
