@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from _common import emit, kubectl_path, parse_args, ratio_result  # noqa: E402
+
 from testenv.api import TestEnvironmentSpec  # noqa: E402
 
 KUBECTL = kubectl_path()

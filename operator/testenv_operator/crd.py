@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import yaml
+
 from testenv.api import (
     DNS1123_LABEL,
     GROUP,

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from testenv.api import LEASE_RENEWED_ANNOTATION, TestEnvironmentSpec, parse_duration
-
 from testenv_operator.timeutil import format_time, parse_time
 
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-from testenv.api import ENVIRONMENT_LABEL, GROUP, MANAGED_BY, PLURAL, VERSION
 
+from testenv.api import ENVIRONMENT_LABEL, GROUP, MANAGED_BY, PLURAL, VERSION
 from testenv_operator.kube import Kube, KubeError
 from testenv_operator.reconcile import InvalidSpec, Reconciler
 from testenv_operator.settings import Settings

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
+
 from testenv.api import (
     API_VERSION,
     DISCOVERY_CONFIGMAP,
@@ -37,7 +38,6 @@ from testenv.api import (
     TestEnvironmentStatus,
     parse_duration,
 )
-
 from testenv_operator import diagnose, expiry, render
 from testenv_operator.kube import KubeClient, KubeError
 from testenv_operator.settings import Settings

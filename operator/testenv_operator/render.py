@@ -13,6 +13,7 @@ from typing import Any
 
 import jinja2
 import yaml
+
 from testenv.api import (
     API_VERSION,
     DISCOVERY_CONFIGMAP,

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from testenv.api import DURATION, parse_duration
 
 ENV_PREFIX = "TESTENV_"

@@ -25,7 +25,6 @@ from testenv.api import (
     TestEnvironmentStatus,
     Timings,
 )
-
 from testenv_operator import diagnose
 from testenv_operator.expiry import expires_at
 from testenv_operator.render import service_url

@@ -14,8 +14,9 @@ from types import FrameType
 from typing import Any
 
 import pytest
-import testenv
 from filelock import FileLock
+
+import testenv
 
 from ._options import header, resolve
 

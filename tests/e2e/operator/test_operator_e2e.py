@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from testenv.api import DISCOVERY_CONFIGMAP, DiscoveryRecord, TestEnvironmentSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]

@@ -14,6 +14,7 @@ import kr8s
 import pytest
 import yaml
 from kr8s.objects import new_class
+
 from testenv.api import API_VERSION, KIND, PLURAL, SPEC_HASH_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]

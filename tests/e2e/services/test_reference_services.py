@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
+
 from testenv import RealServiceContext
 
 pytestmark = pytest.mark.e2e

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from testenv.api import DiscoveryRecord, TestEnvironmentSpec, reference_services
+
 from testenv import ServiceDiscovery, SpecError, TestClientFactory
 from testenv._discovery import remove_discovery_files, write_discovery_files
 from testenv._environment import KubeEnvironment
 from testenv._portforward import localize
 from testenv._spec import load_spec, spec_hash
-from testenv.api import pod_selector
+from testenv.api import DiscoveryRecord, TestEnvironmentSpec, pod_selector, reference_services
 
 
 def test_spec_hash_ignores_the_lease_but_not_the_services() -> None:

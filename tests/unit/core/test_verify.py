@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from testenv.api import DiscoveryRecord, ServiceSpec
+
 from testenv import PortForwardLostError
 from testenv._local import free_port
 from testenv._portforward import verify
+from testenv.api import DiscoveryRecord, ServiceSpec
 
 
 def _record(port: int) -> DiscoveryRecord:

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
+
 from testenv.api import (
     DiscoveryRecord,
     ServiceSpec,

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from testenv_operator import crd
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from operator_factories import pod
+
 from testenv_operator import diagnose
 
 

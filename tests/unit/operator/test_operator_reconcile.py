@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from operator_factories import pod
 from operator_fake_kube import FakeKube
+
 from testenv_operator.reconcile import Reconciler
 from testenv_operator.settings import Settings
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from testenv.api import TestEnvironmentSpec
 from testenv_operator.render import (
     render_deployment,

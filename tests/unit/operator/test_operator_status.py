@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from operator_factories import deployment, pod
+
 from testenv.api import Phase, TestEnvironmentSpec, TestEnvironmentStatus
 from testenv_operator.status import (
     Observation,

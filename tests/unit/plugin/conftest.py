@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 import testenv_operator
 import testenv_pytest
 import testenv_services

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp
+
 from testenv_services.frontend.proxy import UpstreamClosed, UpstreamUnavailable
 
 

@@ -8,6 +8,7 @@ import httpx
 import jwt
 import pytest
 from fastapi import FastAPI
+
 from testenv_services._common import ConfigError
 from testenv_services.auth import AuthSettings
 from testenv_services.auth.security import TokenService

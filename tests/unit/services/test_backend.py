@@ -9,6 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+
 from testenv_services._common import ConfigError
 from testenv_services.backend import BackendSettings, create_app
 from testenv_services.backend.protocol import ONBOARDING

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+
 from testenv_services._common import ConfigError, JsonFormatter, ServerSettings, bearer_token
 
 

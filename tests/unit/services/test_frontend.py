@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+
 from testenv_services._common import ConfigError
 from testenv_services.frontend import FrontendSettings, create_app
 from testenv_services.frontend.proxy import Upstream, UpstreamUnavailable
