@@ -11,6 +11,7 @@ installed only once a test uses a fixture of ours or a testenv option is set.
 from __future__ import annotations
 
 import inspect
+import sys
 import tempfile
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -53,7 +54,22 @@ def _plugin(config: pytest.Config) -> TestenvPlugin:
 
 
 def _uses_testenv(item: pytest.Item) -> bool:
+    """The test asks for a fixture named like ours (the plugin's, or a user's override such
+    as the plan's own ``real_services``): its async code gets run for it."""
     return bool(FIXTURES & set(getattr(item, "fixturenames", ())))
+
+
+def _uses_plugin_environment(item: pytest.Item) -> bool:
+    """The test uses one of *the plugin's* fixtures (not a user's override of that name),
+    so the plugin's environment must be provisioned for it."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    for name in FIXTURES & set(info.names_closure):
+        defs = info.name2fixturedefs.get(name) or ()
+        if defs and getattr(defs[-1].func, "__module__", None) == __name__:
+            return True
+    return False
 
 
 class TestenvPlugin:
@@ -161,7 +177,9 @@ class TestenvPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         # Start provisioning as soon as we know a test needs it; fixtures wait for it.
-        if not self.config.option.collectonly and any(_uses_testenv(i) for i in items):
+        if not self.config.option.collectonly and any(
+            _uses_plugin_environment(i) for i in items
+        ):
             self.session.begin_early()
 
     @pytest.hookimpl(tryfirst=True)
@@ -176,17 +194,18 @@ class TestenvPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if not self.active or not report.failed:
+        if not report.failed:
             return report
-        import testenv
-
         error = call.excinfo.value if call.excinfo else None
-        if isinstance(error, testenv.TestenvError):
+        library = sys.modules.get("testenv")  # loaded if anything of ours ran
+        if library is not None and isinstance(error, library.TestenvError):
             # Our errors say what went wrong and what to do; a traceback into the library's
             # internals would only bury that.
             report.longrepr = f"{type(error).__name__}: {error}"
-        if _uses_testenv(item) and (
-            self.session.result is not None or self.session.error is not None
+        if (
+            self.active
+            and _uses_plugin_environment(item)
+            and (self.session.result is not None or self.session.error is not None)
         ):
             text = self.session.forensics(error)
             if text:

@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import kr8s
@@ -19,13 +18,6 @@ from testenv.api import API_VERSION, KIND, PLURAL, SPEC_HASH_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
-PLAN_TESTS = "\n".join(
-    line
-    for line in (Path(__file__).resolve().parents[2] / "e2e/test_plan_examples.py")
-    .read_text()
-    .splitlines()
-    if not line.startswith(("import pytest", "pytestmark"))
-)
 
 # Safe to run many times against one environment (no fixed registrations).
 RECORD_ENV = """
@@ -78,8 +70,8 @@ def wait_gone(name: str, timeout: float) -> None:
     assert done.wait(timeout), f"TestEnvironment {name} still exists after {timeout:.0f}s"
 
 
-def test_plan_tests_in_real_mode(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_plan=PLAN_TESTS)
+def test_plan_tests_in_real_mode(plan_tests: str, pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=plan_tests)
     result = run(pytester, "--testenv-report=report.json")
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines(
@@ -102,8 +94,8 @@ def test_plan_tests_in_real_mode(pytester: pytest.Pytester) -> None:
     assert get_env(env["name"]) is None
 
 
-def test_xdist_shared_environment(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_plan=PLAN_TESTS, test_record=RECORD_ENV)
+def test_xdist_shared_environment(plan_tests: str, pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=plan_tests, test_record=RECORD_ENV)
     result = run(pytester, "-n", "2", "--testenv-report=report.json")
     result.assert_outcomes(passed=3)
     report = json.loads((pytester.path / "report.json").read_text())
@@ -180,8 +172,8 @@ def test_killed_pytest_env_expires_with_its_lease(pytester: pytest.Pytester) -> 
     wait_gone(name, timeout=180)
 
 
-def test_local_mode_passes_the_same_suite(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_plan=PLAN_TESTS, test_record=RECORD_ENV)
+def test_local_mode_passes_the_same_suite(plan_tests: str, pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=plan_tests, test_record=RECORD_ENV)
     result = run(pytester, "--testenv-mode=local")
     result.assert_outcomes(passed=3)
 

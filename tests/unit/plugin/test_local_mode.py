@@ -12,16 +12,6 @@ import pytest
 # Real local processes: seconds each, so `make test-unit` leaves them out.
 pytestmark = pytest.mark.integration
 
-# The plan's tests exactly as written (plain async def, no marker, no asyncio config): the
-# one copy is tests/e2e/test_plan_examples.py, run here without its e2e marker.
-PLAN_TESTS = "\n".join(
-    line
-    for line in (Path(__file__).resolve().parents[2] / "e2e/test_plan_examples.py")
-    .read_text()
-    .splitlines()
-    if not line.startswith(("import pytest", "pytestmark"))
-)
-
 
 def run(pytester: pytest.Pytester, *args: str, timeout: float = 120) -> pytest.RunResult:
     return pytester.runpytest_subprocess(
@@ -35,8 +25,8 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_plan_tests_pass_as_written(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_plan=PLAN_TESTS)
+def test_plan_tests_pass_as_written(plan_tests: str, pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=plan_tests)
     result = run(pytester)
     result.assert_outcomes(passed=2)
     result.stdout.re_match_lines(
@@ -48,8 +38,8 @@ def test_plan_tests_pass_as_written(pytester: pytest.Pytester) -> None:
     assert not (pytester.path / ".service_discovery").exists()
 
 
-def test_plan_tests_without_pytest_asyncio(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_plan=PLAN_TESTS)
+def test_plan_tests_without_pytest_asyncio(plan_tests: str, pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=plan_tests)
     run(pytester, "-p", "no:asyncio").assert_outcomes(passed=2)
 
 
@@ -111,9 +101,9 @@ def test_discovery_files_written_then_removed(pytester: pytest.Pytester) -> None
     assert not port_open(port), "the local services must be stopped after the session"
 
 
-def test_report_json_and_junit_properties(pytester: pytest.Pytester) -> None:
+def test_report_json_and_junit_properties(plan_tests: str, pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
-        test_plan=PLAN_TESTS,
+        test_plan=plan_tests,
         test_other="""
         import pytest
         def test_fails(real_services_sync):
@@ -213,8 +203,8 @@ def test_cleanup_on_interrupt(pytester: pytest.Pytester, signame: str) -> None:
     assert not (pytester.path / "ran").exists()
 
 
-def test_xdist_plan_tests(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_plan=PLAN_TESTS)
+def test_xdist_plan_tests(plan_tests: str, pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plan=plan_tests)
     run(pytester, "-n", "2").assert_outcomes(passed=2)
     assert not (pytester.path / ".service_discovery").exists()
 
@@ -279,3 +269,46 @@ def test_cluster_unreachable_is_actionable(pytester: pytest.Pytester, tmp_path: 
     result.stdout.fnmatch_lines(
         ["*ClusterUnreachableError: cannot reach the Kubernetes API*--testenv-mode=local*"]
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "ini"),
+    [
+        ((), ""),  # pytest-asyncio in strict mode: the plugin runs the plan's async fixtures
+        (("-p", "no:asyncio"), ""),  # no pytest-asyncio at all
+        ((), "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = session\n"),
+    ],
+    ids=["asyncio-strict", "no-asyncio", "asyncio-auto"],
+)
+def test_plan_fixtures_in_a_user_conftest(
+    plan_conftest: str,
+    plan_tests: str,
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    ini: str,
+) -> None:
+    """The plan's Phase 1-2 fixtures pasted into conftest.py, its CI switch for local mode,
+    and its Phase 3 tests: they pass, and the plugin provisions nothing of its own."""
+    monkeypatch.setenv("USE_REAL_SERVICES", "false")
+    pytester.makeconftest(plan_conftest)
+    pytester.makepyfile(test_plan=plan_tests)
+    if ini:
+        pytester.makeini(ini)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+    result.assert_outcomes(passed=2)
+    # The user's dev_launcher ran the services; the plugin's own session never started one.
+    assert not [line for line in result.outlines if " ready (" in line], result.outlines
+    assert not (pytester.path / ".service_discovery").exists()
+
+
+def test_plan_dynamic_ports_false_is_refused(
+    plan_conftest: str, plan_tests: str, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("USE_REAL_SERVICES", "false")
+    monkeypatch.setenv("DYNAMIC_PORTS", "false")
+    pytester.makeconftest(plan_conftest)
+    pytester.makepyfile(test_plan=plan_tests)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    assert result.ret != 0
+    assert "DYNAMIC_PORTS=false cannot be honoured" in result.stdout.str() + result.stderr.str()
