@@ -177,9 +177,7 @@ class TestenvPlugin:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         # Start provisioning as soon as we know a test needs it; fixtures wait for it.
-        if not self.config.option.collectonly and any(
-            _uses_plugin_environment(i) for i in items
-        ):
+        if not self.config.option.collectonly and any(_uses_plugin_environment(i) for i in items):
             self.session.begin_early()
 
     @pytest.hookimpl(tryfirst=True)
