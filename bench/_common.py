@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "hack"))
+
+from tools import tool  # noqa: E402
 
 
 def kubectl_path() -> str:
     """The project's pinned kubectl build if present, else kubectl on PATH."""
-    versions = dict(
-        line.split("=", 1)
-        for line in (ROOT / "hack/versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    pinned = Path.home() / f".cache/testenv/bin/kubernetes-{versions['KUBE_VERSION']}/kubectl"
-    return str(pinned) if pinned.exists() else (shutil.which("kubectl") or "kubectl")
+    return tool("kubectl") or "kubectl"
 
 
 def parse_args(doc: str | None, default_rounds: int = 3) -> argparse.Namespace:

@@ -11,27 +11,17 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import kr8s.asyncio
 import yaml
-from kr8s.asyncio.objects import APIObject, ConfigMap, Namespace, Pod, new_class
+from kr8s.asyncio.objects import APIObject, ConfigMap, Namespace, Pod
+from tools import ROOT, pinned_path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+from testenv._kube import TestEnvironment
+from testenv.api import DISCOVERY_CONFIGMAP, DiscoveryRecord, pod_selector
 
-from testenv.api import (  # noqa: E402
-    API_VERSION,
-    DISCOVERY_CONFIGMAP,
-    ENVIRONMENT_LABEL,
-    DiscoveryRecord,
-)
-
-TestEnvironment: type[APIObject] = new_class(
-    kind="TestEnvironment", version=API_VERSION, namespaced=False, plural="testenvironments"
-)
 SAMPLE = ROOT / "manifests/samples/minimal.yaml"
 
 
@@ -68,7 +58,7 @@ async def _probe(namespace: str, record: DiscoveryRecord, env_name: str) -> str:
         p
         async for p in Pod.list(
             namespace=namespace,
-            label_selector={"app.kubernetes.io/name": record.name, ENVIRONMENT_LABEL: env_name},
+            label_selector=pod_selector(env_name, record.name),
         )
     ]
     if not pods:
@@ -134,13 +124,7 @@ async def up(name: str, budget_s: float) -> int:
 
 
 def _pinned_kubectl_dir() -> str:
-    versions = dict(
-        line.split("=", 1)
-        for line in (ROOT / "hack/versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    cache = Path(os.environ.get("TESTENV_CACHE", Path.home() / ".cache/testenv"))
-    return str(cache / f"bin/kubernetes-{versions['KUBE_VERSION']}")
+    return str(pinned_path("kubectl").parent)
 
 
 async def down(name: str) -> int:

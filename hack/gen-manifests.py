@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate the generated deployment files from their sources.
 
-* charts/testenv-operator/templates/crd.yaml  <- operator/testenv_operator/api.py (crd.py)
+* charts/testenv-operator/templates/crd.yaml  <- core/testenv/api.py (operator's crd.py)
 * manifests/testenv-operator.yaml             <- `helm template` of the chart (+ its Namespace)
 
     python hack/gen-manifests.py          # write the files
@@ -13,14 +13,14 @@ helm is taken from $HELM, then the project's pinned build, then PATH.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
+sys.path.insert(0, str(ROOT / "hack"))
+
+from tools import tool  # noqa: E402
 
 from testenv_operator.crd import crd_yaml  # noqa: E402
 
@@ -44,18 +44,7 @@ metadata:
 
 
 def find_helm() -> str | None:
-    if os.environ.get("HELM"):
-        return os.environ["HELM"]
-    versions = dict(
-        line.split("=", 1)
-        for line in (ROOT / "hack/versions.env").read_text().splitlines()
-        if "=" in line and not line.lstrip().startswith("#")
-    )
-    cache = Path(os.environ.get("TESTENV_CACHE", Path.home() / ".cache/testenv"))
-    pinned = cache / f"bin/helm-{versions.get('HELM_VERSION', '')}/helm"
-    if pinned.exists():
-        return str(pinned)
-    return shutil.which("helm")
+    return tool("helm")
 
 
 def render_manifests(helm: str) -> str:

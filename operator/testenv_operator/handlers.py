@@ -67,7 +67,7 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 @kopf.on.startup()
 async def startup(settings: Any, **_: Any) -> None:
-    ours = Settings.from_env()
+    ours = Settings()
     configure(settings, ours)
     _state["reconciler"] = Reconciler(await Kube.connect(), ours, post_event)
 

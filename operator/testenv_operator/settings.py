@@ -1,20 +1,21 @@
-"""Operator settings, from the environment (``TESTENV_*`` variables)."""
+"""Operator settings, from the environment (``TESTENV_*`` variables, pydantic-settings)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from testenv.api import DURATION, parse_duration
 
 ENV_PREFIX = "TESTENV_"
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+class Settings(BaseSettings):
+    """Every field is read from ``TESTENV_<FIELD>`` (e.g. ``TESTENV_LOG_LEVEL=debug``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     # The ttl of environments whose spec does not set one (the CRD default is 1h).
     default_ttl: str = Field("1h", pattern=DURATION)
@@ -42,13 +43,3 @@ class Settings(BaseModel):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        values = {
-            name: env[ENV_PREFIX + name.upper()]
-            for name in cls.model_fields
-            if ENV_PREFIX + name.upper() in env
-        }
-        return cls.model_validate(values)

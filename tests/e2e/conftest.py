@@ -6,35 +6,23 @@ An unreachable cluster or a missing operator fails these tests; it never skips t
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kr8s
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "hack"))
 
-
-def _pinned(name: str) -> str | None:
-    versions = dict(
-        line.split("=", 1)
-        for line in (ROOT / "hack/versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    cache = Path(os.environ.get("TESTENV_CACHE", Path.home() / ".cache/testenv"))
-    paths = {
-        "kubectl": cache / f"bin/kubernetes-{versions['KUBE_VERSION']}/kubectl",
-        "helm": cache / f"bin/helm-{versions['HELM_VERSION']}/helm",
-    }
-    path = paths[name]
-    return str(path) if path.exists() else shutil.which(name)
+from tools import tool  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
     """Path of a kubectl matching the cluster (the project's pinned build, else PATH)."""
-    path = os.environ.get("KUBECTL") or _pinned("kubectl")
+    path = os.environ.get("KUBECTL") or tool("kubectl")
     if not path:
         pytest.fail("no kubectl found: run 'make cluster' (it builds one) or put kubectl on PATH")
     return path

@@ -17,9 +17,11 @@ import kr8s
 import pytest
 from kr8s.objects import Namespace, Pod
 
+from testenv.api import REFERENCE_IMAGE_TAG
+
 pytestmark = pytest.mark.e2e
 
-IMAGE = "testenv/frontend:0.1.0"  # any locally built image with python3 in it
+IMAGE = f"testenv/frontend:{REFERENCE_IMAGE_TAG}"  # any locally built image with python3 in it
 # kube-proxy programs a new endpoint within about a second of the pod turning Ready; until
 # then the Service rejects connections, so the client retries for a bounded time.
 CLIENT_SCRIPT = """

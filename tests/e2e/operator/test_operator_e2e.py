@@ -17,7 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
-from testenv.api import DISCOVERY_CONFIGMAP, DiscoveryRecord, TestEnvironmentSpec
+from testenv.api import (
+    DISCOVERY_CONFIGMAP,
+    REFERENCE_IMAGE_TAG,
+    DiscoveryRecord,
+    TestEnvironmentSpec,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
@@ -111,7 +116,7 @@ def test_minimal_sample_becomes_ready_with_discovery(k: Kubectl, envs: Any) -> N
 
 
 def test_delete_removes_the_namespace(k: Kubectl, envs: Any) -> None:
-    name = envs({"services": [{"name": "auth", "image": "testenv/auth:0.1.0"}]})
+    name = envs({"services": [{"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}]})
     k("wait", "--for=jsonpath={.status.namespace}", f"testenv/{name}", "--timeout=60s")
     ns = status(k, name)["namespace"]
     k("get", "ns", ns)
@@ -133,7 +138,7 @@ def test_unrenewed_lease_expires(k: Kubectl, envs: Any) -> None:
     assert gone.returncode == 0 or "not found" in gone.stderr, gone.stderr
 
 
-SVC = {"name": "api", "image": "testenv/auth:0.1.0"}
+SVC = {"name": "api", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}
 MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
     ("bad-ttl", {"ttl": "10 minutes"}, "spec.ttl"),
     ("zero-ttl", {"ttl": "0s"}, "longer than 0s"),
@@ -216,7 +221,7 @@ def test_bad_image_fails_fast(k: Kubectl, envs: Any) -> None:
 
 
 def test_deleted_deployment_is_recreated(k: Kubectl, envs: Any) -> None:
-    name = envs({"services": [{"name": "auth", "image": "testenv/auth:0.1.0"}]})
+    name = envs({"services": [{"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}]})
     wait_ready(k, name)
     ns = status(k, name)["namespace"]
     uid = k("get", "deploy", "auth", "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout

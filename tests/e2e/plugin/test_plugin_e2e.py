@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -12,9 +13,9 @@ from typing import Any
 import kr8s
 import pytest
 import yaml
-from kr8s.objects import new_class
 
-from testenv.api import API_VERSION, KIND, PLURAL, SPEC_HASH_LABEL
+from testenv._kube import SyncTestEnvironment as TENV
+from testenv.api import SPEC_HASH_LABEL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
@@ -35,9 +36,6 @@ def test_record(real_services_sync):
 
 def run(pytester: pytest.Pytester, *args: str, timeout: float = 600) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=timeout)
-
-
-TENV = new_class(kind=KIND, version=API_VERSION, namespaced=False, plural=PLURAL, asyncio=False)
 
 
 def api() -> Any:
@@ -92,6 +90,26 @@ def test_plan_tests_in_real_mode(plan_tests: str, pytester: pytest.Pytester) -> 
         [rf"testenv: deleted TestEnvironment {env['name']} and namespace {env['namespace']} \("]
     )
     assert get_env(env["name"]) is None
+
+
+def test_plan_fixtures_in_a_user_conftest(
+    plan_conftest: str, plan_tests: str, pytester: pytest.Pytester
+) -> None:
+    """The plan's Phase 1-2 fixtures pasted into a user's conftest.py (one import line added)
+    and its Phase 3 tests, against the real cluster: the user's DevLauncher provisions the
+    environment, the plugin provisions nothing, and shutdown leaves nothing behind."""
+    pytester.makeconftest(plan_conftest)
+    pytester.makepyfile(test_plan=plan_tests)
+    result = run(pytester, "-s")  # -s: the launcher's progress lines name the environment
+    result.assert_outcomes(passed=2)
+    created = [
+        m for line in result.outlines if (m := re.search(r"created TestEnvironment (\S+)", line))
+    ]
+    assert len(created) == 1, result.outlines  # one environment: the user's, not the plugin's
+    name = created[0].group(1)
+    assert any(f"deleted TestEnvironment {name}" in line for line in result.outlines)
+    assert get_env(name) is None
+    assert not (pytester.path / ".service_discovery").exists()
 
 
 def test_xdist_shared_environment(plan_tests: str, pytester: pytest.Pytester) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from testenv.api import REFERENCE_IMAGE_TAG
 from testenv_operator import crd
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -149,7 +150,7 @@ def test_committed_manifests_are_current() -> None:
     } <= kinds
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == "testenv/operator:0.1.0"
+    assert container["image"] == f"testenv/operator:{REFERENCE_IMAGE_TAG}"
     assert container["command"] == ["python3", "-m", "testenv_operator"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
@@ -164,3 +165,11 @@ def test_chart_passes_helm_lint() -> None:
         [helm, "lint", "--strict", str(gen.CHART)], capture_output=True, text=True, check=False
     )
     assert linted.returncode == 0, linted.stdout + linted.stderr
+
+
+def test_chart_version_is_the_project_version() -> None:
+    """pyproject.toml is the single source of the version; the chart must carry it."""
+    chart = yaml.safe_load((ROOT / "charts/testenv-operator/Chart.yaml").read_text())
+    values = yaml.safe_load((ROOT / "charts/testenv-operator/values.yaml").read_text())
+    assert str(chart["version"]) == str(chart["appVersion"]) == REFERENCE_IMAGE_TAG
+    assert str(values["image"]["tag"]) == REFERENCE_IMAGE_TAG

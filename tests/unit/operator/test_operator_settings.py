@@ -1,19 +1,38 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from pydantic import ValidationError
 
 from testenv_operator.settings import Settings
 
 
-def test_defaults() -> None:
-    s = Settings.from_env({})
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict[str, str]], Settings]:
+    """Settings made from exactly the given variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("TESTENV_"):
+            monkeypatch.delenv(name)
+
+    def make(values: dict[str, str]) -> Settings:
+        for key, value in values.items():
+            monkeypatch.setenv(key, value)
+        return Settings()
+
+    return make
+
+
+def test_defaults(env: Callable[[dict[str, str]], Settings]) -> None:
+    s = env({})
     assert s.default_ttl == "1h"
     assert s.watch_server_timeout < s.watch_client_timeout
 
 
-def test_from_env() -> None:
-    s = Settings.from_env(
+def test_from_env(env: Callable[[dict[str, str]], Settings]) -> None:
+    s = env(
         {
             "TESTENV_DEFAULT_TTL": "15m",
             "TESTENV_LOG_FORMAT": "json",
@@ -31,13 +50,13 @@ def test_from_env() -> None:
 
 
 @pytest.mark.parametrize(
-    "env",
+    "values",
     [
         {"TESTENV_DEFAULT_TTL": "10 minutes"},
         {"TESTENV_LOG_FORMAT": "xml"},
         {"TESTENV_DEFAULT_TTL": "0s"},
     ],
 )
-def test_bad_env(env: dict[str, str]) -> None:
+def test_bad_env(env: Callable[[dict[str, str]], Settings], values: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
-        Settings.from_env(env)
+        env(values)
