@@ -73,3 +73,4 @@ manifests: venv  ## regenerate the chart's CRD and manifests/ from the models
 bench: venv ensure-cluster  ## startup benchmarks (see bench/README.md)
 	$(PY) bench/startup.py
 	$(PY) bench/plugin_reuse.py
+	$(PY) bench/import_cost.py
