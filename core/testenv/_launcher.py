@@ -317,6 +317,8 @@ class DevLauncher:
                 )
         self._loop.stop()
         self._loop = None
+        for line in self.final_lines:
+            self.progress(line)
 
 
 async def _safe_forensics(provider: Provider) -> str:

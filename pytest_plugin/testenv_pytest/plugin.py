@@ -162,10 +162,7 @@ class TestenvPlugin:
         """The plan's fixtures are plain ``async def`` fixtures (``dev_launcher``,
         ``real_services``). When no async plugin took them (no pytest-asyncio, or its strict
         mode), run them on the library's background loop, so they work pasted as they are."""
-        func = fixturedef.func
-        is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-        ours = fixturedef.argname in FIXTURES or bool(FIXTURES & set(fixturedef.argnames))
-        if not (is_async and ours):
+        if not _is_plan_style_fixture(fixturedef):
             return (yield)
         original = fixturedef.func
         fixturedef.func = _synchronize(original, request)  # type: ignore[misc]
@@ -176,6 +173,8 @@ class TestenvPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if self.config.pluginmanager.hasplugin("asyncio"):
+            _hand_plan_fixtures_to_pytest_asyncio(items)
         # Start provisioning as soon as we know a test needs it; fixtures wait for it.
         if not self.config.option.collectonly and any(_uses_plugin_environment(i) for i in items):
             self.session.begin_early()
@@ -251,6 +250,31 @@ class TestenvPlugin:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         for line in self.final_lines:
             terminalreporter.write_line(line)
+
+
+def _is_plan_style_fixture(fixturedef: pytest.FixtureDef[Any]) -> bool:
+    """A plain ``async def`` fixture of ours or of the plan (``dev_launcher``, ...)."""
+    func = fixturedef.func
+    is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+    return is_async and (
+        fixturedef.argname in FIXTURES or bool(FIXTURES & set(fixturedef.argnames))
+    )
+
+
+def _hand_plan_fixtures_to_pytest_asyncio(items: list[pytest.Item]) -> None:
+    """In pytest-asyncio's strict mode, mark the plan's plain async fixtures as asyncio
+    fixtures of their own scope, as ``@pytest_asyncio.fixture`` would: pytest-asyncio then runs
+    them (no "requested async @pytest.fixture in strict mode" warnings)."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        for defs in info.name2fixturedefs.values() if info is not None else ():
+            for fixturedef in defs:
+                func = getattr(fixturedef.func, "__func__", fixturedef.func)
+                if _is_plan_style_fixture(fixturedef) and not hasattr(
+                    func, "_force_asyncio_fixture"
+                ):
+                    func._force_asyncio_fixture = True
+                    func._loop_scope = fixturedef.scope
 
 
 def _synchronize(func: Callable[..., Any], request: pytest.FixtureRequest) -> Callable[..., Any]:

@@ -30,13 +30,24 @@ def test_plugin_install_has_no_operator_or_service_dependencies(tmp_path: Path) 
     constraints = tmp_path / "constraints.txt"
     subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
     subprocess.run(
-        [uv, "export", "-q", "--project", str(ROOT), "--frozen", "--no-hashes"]
-        + ["--no-emit-project", "--extra", "pytest", "--no-dev", "-o", str(constraints)],
+        [
+            *(uv, "export", "-q", "--project", str(ROOT), "--frozen", "--no-hashes"),
+            *("--no-emit-project", "--extra", "pytest", "--no-dev", "-o", str(constraints)),
+        ],
         check=True,
     )
     subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(python), "-c", str(constraints)]
-        + [f"{ROOT}[pytest]"],
+        [
+            uv,
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(python),
+            "-c",
+            str(constraints),
+            f"{ROOT}[pytest]",
+        ],
         check=True,
     )
     probe = (
