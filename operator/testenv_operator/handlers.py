@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from testenv.api import ENVIRONMENT_LABEL, GROUP, MANAGED_BY, PLURAL, VERSION
+from testenv_operator.cache import ApiReads, IndexReads, index_entry
 from testenv_operator.kube import Kube, KubeError
 from testenv_operator.reconcile import InvalidSpec, Reconciler
 from testenv_operator.settings import Settings
@@ -23,6 +24,15 @@ from testenv_operator.settings import Settings
 log = logging.getLogger(__name__)
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+#: The child kinds the operator watches: only objects it labelled, filtered by the API server.
+CHILD_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("v1", "services"),
+    ("v1", "pods"),
+    ("v1", "configmaps"),
+    ("v1", "namespaces"),
+)
 LEVELS = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
@@ -59,17 +69,54 @@ def configure(kopf_settings: Any, settings: Settings) -> None:
     kopf_settings.posting.enabled = True
     kopf_settings.posting.level = LEVELS[settings.posting_level]
     kopf_settings.execution.max_workers = 20
+    # Watch only our own child objects: the API server filters them (not kopf, client-side).
+    for resource in CHILD_RESOURCES:
+        kopf_settings.watching.label_selectors[resource] = MANAGED_SELECTOR
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
     return {key: body[key] for key in body}
 
 
+# -- indexes: the watch cache the reconciler reads (testenv_operator.cache) -----------------
+@kopf.index(GROUP, VERSION, PLURAL)
+def environments_by_name(name: str, body: Any, **_: Any) -> Any:
+    return index_entry(name, body)
+
+
+@kopf.index("v1", "namespaces", labels=MANAGED)
+def namespaces_by_name(name: str, body: Any, **_: Any) -> Any:
+    return index_entry(name, body)
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deployments_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+
+
+@kopf.index("v1", "pods", labels=MANAGED)
+def pods_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+
+
+@kopf.index("v1", "services", labels=MANAGED)
+def services_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+
+
+@kopf.index("v1", "configmaps", labels=MANAGED)
+def configmaps_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+
+
 @kopf.on.startup()
-async def startup(settings: Any, **_: Any) -> None:
+async def startup(settings: Any, **kwargs: Any) -> None:
     ours = Settings()
     configure(settings, ours)
-    _state["reconciler"] = Reconciler(await Kube.connect(), ours, post_event)
+    kube = await Kube.connect()
+    # kwargs holds the indexes above (kopf passes every index to every handler).
+    reads = IndexReads(kwargs, fallback=ApiReads(kube))
+    _state["reconciler"] = Reconciler(kube, ours, post_event, reads=reads)
 
 
 @kopf.on.cleanup()

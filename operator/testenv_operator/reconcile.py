@@ -39,6 +39,7 @@ from testenv.api import (
     parse_duration,
 )
 from testenv_operator import diagnose, expiry, render
+from testenv_operator.cache import ApiReads, Reads
 from testenv_operator.kube import KubeClient, KubeError
 from testenv_operator.settings import Settings
 from testenv_operator.status import (
@@ -119,6 +120,10 @@ class EnvState:
     applied_generation: int | None = None
     applied_at: datetime | None = None
     reapply: bool = False
+    #: The status this operator last wrote (it is the only writer): newer than a cache may be.
+    written_status: Obj | None = None
+    #: The discovery data last applied (a cache may not show it yet).
+    published: Obj | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
@@ -145,8 +150,11 @@ class Reconciler:
         settings: Settings,
         post: EventPoster,
         clock: Callable[[], datetime] = now,
+        reads: Reads | None = None,
     ) -> None:
         self.kube = kube
+        #: Where environments and child objects are read from (kopf indexes in the operator).
+        self.reads: Reads = reads if reads is not None else ApiReads(kube)
         self.settings = settings
         self.post = post
         self.clock = clock
@@ -175,7 +183,7 @@ class Reconciler:
 
     async def namespace_conflict(self, env: Environment) -> tuple[Obj | None, str | None]:
         """The namespace (if it exists) and why it cannot be used (None if it can)."""
-        ns = await self.kube.get("Namespace", env.namespace)
+        ns = await self.reads.namespace(env.namespace)
         if ns is None:
             return None, None
         owners = (ns.get("metadata") or {}).get("ownerReferences") or []
@@ -205,6 +213,7 @@ class Reconciler:
         state.applied_generation = env.generation
         state.applied_at = self.clock()
         state.reapply = False
+        state.published = None
         what = f"{len(objects) + 1} objects in namespace {env.namespace}"
         if created_secret:
             self._event(env, "Normal", "NamespaceReady", f"created namespace {env.namespace}")
@@ -251,11 +260,14 @@ class Reconciler:
         )
         if conflict or ns is None:
             return obs, [] if conflict else ["Namespace/" + env.namespace]
-        deployments, pods, services, discovery = await asyncio.gather(
-            self.kube.list("Deployment", env.namespace, env.selector),
-            self.kube.list("Pod", env.namespace, env.selector),
-            self.kube.list("Service", env.namespace, env.selector),
-            self.kube.get("ConfigMap", DISCOVERY_CONFIGMAP, env.namespace),
+        deployments, pods, services, configmaps = await asyncio.gather(
+            self.reads.children("Deployment", env.name, env.namespace),
+            self.reads.children("Pod", env.name, env.namespace),
+            self.reads.children("Service", env.name, env.namespace),
+            self.reads.children("ConfigMap", env.name, env.namespace),
+        )
+        discovery = next(
+            (c for c in configmaps if c["metadata"]["name"] == DISCOVERY_CONFIGMAP), None
         )
         by_name = {str(d["metadata"]["name"]): d for d in deployments}
         service_names = {str(s["metadata"]["name"]) for s in services}
@@ -281,7 +293,9 @@ class Reconciler:
                 )
             )
         wanted = render.render_discovery(env.name, env.uid, env.spec)["data"]
-        obs.discovery_published = discovery is not None and (discovery.get("data") or {}) == wanted
+        obs.discovery_published = state.published == wanted or (
+            discovery is not None and (discovery.get("data") or {}) == wanted
+        )
         return obs, missing
 
     async def refresh(self, env: Environment, state: EnvState) -> RefreshResult:
@@ -312,7 +326,9 @@ class Reconciler:
         if not env.spec.services:
             all_ready = obs.namespace is not None and not obs.conflict
         if all_ready and not obs.discovery_published and not missing:
-            await self.kube.apply(render.render_discovery(env.name, env.uid, env.spec))
+            discovery = render.render_discovery(env.name, env.uid, env.spec)
+            await self.kube.apply(discovery)
+            state.published = discovery["data"]
             obs.discovery_published = True
             status = compute_status(obs, previous)
             self._event(
@@ -320,7 +336,8 @@ class Reconciler:
             )
 
         if _status_changed(env.body.get("status"), status):
-            await self.kube.patch_status(env.name, status_patch(status))
+            written = await self.kube.patch_status(env.name, status_patch(status))
+            state.written_status = (written or {}).get("status") or status.to_wire()
             self._post_transitions(env, previous, status)
 
         deadlines = [
@@ -370,7 +387,7 @@ class Reconciler:
         name, uid = str(meta["name"]), str(meta.get("uid", ""))
         state = self.state(name, uid)
         async with state.lock:
-            fresh = await self.kube.get("TestEnvironment", name)
+            fresh = await self._environment(name, state)
             if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
                 return None
             try:
@@ -382,14 +399,28 @@ class Reconciler:
             if needs_apply:
                 await self.apply(env, state)
             result = await self.refresh(env, state)
-            if result.missing and state.applied_generation is not None:
+            if result.missing and state.applied_generation is not None and self._settled(state):
                 self._event(env, "Normal", "Recreating", "recreating " + ", ".join(result.missing))
                 await self.apply(env, state)
-                fresh = await self.kube.get("TestEnvironment", name)
+                fresh = await self._environment(name, state)
                 if fresh is None:
                     return None
                 result = await self.refresh(self.environment(fresh), state)
             return result
+
+    def _settled(self, state: EnvState) -> bool:
+        """Whether the reads can be trusted to show what was applied: a watch cache shows a
+        write a moment later, so an object missing right after an apply is not yet missing
+        (a deletion wakes the monitor with ``reapply`` anyway)."""
+        return state.applied_at is None or self.clock() - state.applied_at >= self.reads.lag
+
+    async def _environment(self, name: str, state: EnvState) -> Obj | None:
+        """The TestEnvironment from the reads, with the status this operator last wrote (a
+        cache may not show that write yet; nobody else writes the status)."""
+        body = await self.reads.environment(name)
+        if body is None or state.written_status is None:
+            return body
+        return {**body, "status": state.written_status}
 
     async def _fail_invalid(self, body: Obj, message: str) -> None:
         name = str((body.get("metadata") or {})["name"])
@@ -436,7 +467,7 @@ class Reconciler:
             state.wake.clear()
             wake_at: datetime | None = None
             try:
-                body = await self.kube.get("TestEnvironment", name)
+                body = await self.reads.environment(name)
                 meta = (body or {}).get("metadata") or {}
                 if body is None or meta.get("uid") != state.uid or meta.get("deletionTimestamp"):
                     self.states.pop(name, None)
