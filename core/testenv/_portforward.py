@@ -33,7 +33,6 @@ class ReadyPods:
         self.namespace = namespace
         self.selector = selector
         self.current: str | None = None
-        self.retargets = 0
 
     async def async_ready_pods(self) -> list[Any]:
         pods = [
@@ -45,9 +44,6 @@ class ReadyPods:
         ready = [
             p for p in pods if p.metadata.get("deletionTimestamp") is None and await p.async_ready()
         ]
-        names = sorted(p.name for p in ready)
-        if self.current is not None and self.current not in names:
-            self.retargets += 1
         self.current = ready[0].name if ready else None
         return ready[:1]
 

@@ -28,10 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from testenv.api import (
-    API_VERSION,
     DISCOVERY_CONFIGMAP,
-    ENVIRONMENT_LABEL,
-    KIND,
     SERVICE_LABEL,
     Phase,
     TestEnvironmentSpec,
@@ -75,18 +72,6 @@ class Environment:
     @property
     def namespace(self) -> str:
         return self.spec.namespace_for(self.name)
-
-    @property
-    def selector(self) -> str:
-        return f"{ENVIRONMENT_LABEL}={self.name}"
-
-    def ref(self) -> dict[str, Any]:
-        """A minimal body for posting events."""
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": self.name, "uid": self.uid, "namespace": None},
-        }
 
 
 def parse_environment(body: Obj, default_ttl: str = "1h") -> Environment:
