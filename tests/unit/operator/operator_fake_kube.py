@@ -90,3 +90,18 @@ class FakeKube:
         self, namespace: str, pod: str, container: str, *, previous: bool, tail: int
     ) -> str:
         return self.logs.get(pod, "")
+
+
+def demo_environment(spec: Obj | None = None) -> Obj:
+    """The TestEnvironment ``demo`` the reconcile tests work on."""
+    return {
+        "apiVersion": "testenv.dev/v1alpha1",
+        "kind": "TestEnvironment",
+        "metadata": {
+            "name": "demo",
+            "uid": "env-uid",
+            "generation": 1,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": spec if spec is not None else {"ttl": "1h"},
+    }

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 import pytest
-from operator_fake_kube import FakeKube
+from operator_fake_kube import FakeKube, demo_environment
 from test_operator_reconcile import Clock, body, make_ready
 
 from testenv_operator.cache import (
@@ -75,14 +75,7 @@ class Indexes(dict[str, Any]):
 @pytest.fixture
 def kube() -> CountingKube:
     k = CountingKube()
-    k.put(
-        {
-            "apiVersion": "testenv.dev/v1alpha1",
-            "kind": "TestEnvironment",
-            "metadata": {"name": "demo", "uid": "env-uid", "generation": 1},
-            "spec": {"ttl": "1h"},
-        }
-    )
+    k.put(demo_environment())
     return k
 
 

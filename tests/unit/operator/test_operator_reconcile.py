@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from operator_factories import pod
-from operator_fake_kube import FakeKube
+from operator_fake_kube import FakeKube, demo_environment
 
 from testenv_operator.reconcile import Reconciler
 from testenv_operator.settings import Settings
@@ -26,19 +26,7 @@ class Clock:
 @pytest.fixture
 def kube() -> FakeKube:
     k = FakeKube()
-    k.put(
-        {
-            "apiVersion": "testenv.dev/v1alpha1",
-            "kind": "TestEnvironment",
-            "metadata": {
-                "name": "demo",
-                "uid": "env-uid",
-                "generation": 1,
-                "creationTimestamp": "2026-01-01T00:00:00Z",
-            },
-            "spec": {"ttl": "1h"},
-        }
-    )
+    k.put(demo_environment())
     return k
 
 
