@@ -74,3 +74,4 @@ bench: venv ensure-cluster  ## startup benchmarks (see bench/README.md)
 	$(PY) bench/startup.py
 	$(PY) bench/plugin_reuse.py
 	$(PY) bench/import_cost.py
+	$(PY) bench/portforward.py

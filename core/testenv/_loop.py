@@ -37,6 +37,8 @@ class BackgroundLoop:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Close async generators (watches, per-loop HTTP clients) while the loop runs.
+            await self.loop.shutdown_asyncgens()
 
         try:
             self.run(_cancel_all(), timeout=10)

@@ -68,3 +68,11 @@ def test_plugin_install_has_no_operator_or_service_dependencies(tmp_path: Path) 
         cwd=tmp_path,
     ).stdout
     assert "--testenv-mode" in help_text  # the plugin registered itself
+
+
+def test_lock_file_matches_the_metadata() -> None:
+    """uv.lock holds exactly the versions of what pyproject.toml asks for (`uv lock`)."""
+    done = subprocess.run(
+        [_uv(), "lock", "--check", "--project", str(ROOT)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"uv.lock is stale, run `uv lock`: {done.stderr}"
