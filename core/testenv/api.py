@@ -96,12 +96,24 @@ def contract_env(
 DNS1123_LABEL: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Kubernetes Service names must also start with a letter (RFC 1035).
 DNS1035_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DURATION: Final = r"^([0-9]+(s|m|h|d))+$"
+# At most four parts of at most five digits (99999d): large enough for any test environment,
+# small enough that adding it to a date can never overflow.
+DURATION: Final = r"^([0-9]{1,5}(s|m|h|d)){1,4}$"
 ENV_NAME: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# [prefix/]name: the prefix a DNS subdomain (at most 253 characters, LABEL_KEY_PREFIX_SIZE),
+# the name at most 63 characters.
 LABEL_KEY: Final = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
+LABEL_KEY_PREFIX_SIZE: Final = r"^([^/]{1,253}/)?[^/]*$"
+# An image reference: registry/path:tag@digest characters only (printable ASCII).
+IMAGE: Final = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
+# Env values: any text but control characters (tab, newline and carriage return are fine).
+ENV_VALUE: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+# The most characters of env names and values and args in one spec, all services together:
+# kopf keeps a copy of the spec in an annotation, and annotations are capped at 256 KiB.
+MAX_SPEC_TEXT: Final = 32768
 LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # Names the operator sets itself in every container; a spec may not override them.
 RESERVED_ENV_NAMES: Final = (ENV_PORT, ENV_ENVIRONMENT, ENV_NAMESPACE, ENV_SERVICE, ENV_SECRET_KEY)
@@ -118,6 +130,9 @@ _NONZERO_DURATION_RULE: Final = {
     "rule": "self.matches('[1-9]')",
     "message": "must be longer than 0s, e.g. 30s, 15m, 1h30m or 2d",
 }
+_DURATION_HINT: Final = (
+    "a duration: up to four parts of up to 5 digits with s, m, h or d, e.g. 90s, 1h30m, 2d"
+)
 _DURATION_RULES: Final = {"x-kubernetes-validations": [_NONZERO_DURATION_RULE]}
 
 _DURATION_PART = re.compile(r"([0-9]+)(s|m|h|d)")
@@ -136,7 +151,7 @@ def _reserved_env_name(name: str) -> bool:
 def parse_duration(text: str) -> timedelta:
     """Parse ``90s``, ``15m``, ``1h30m``, ``2d`` into a timedelta (ValueError otherwise)."""
     if not re.fullmatch(DURATION, text):
-        raise ValueError(f"invalid duration {text!r}: use a number with s, m, h or d, e.g. 30m")
+        raise ValueError(f"invalid duration {text!r}: use {_DURATION_HINT}")
     seconds = sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
 
@@ -153,7 +168,7 @@ class _Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-Duration = Annotated[str, Field(pattern=DURATION, max_length=32, json_schema_extra=_DURATION_RULES)]
+Duration = Annotated[str, Field(pattern=DURATION, max_length=24, json_schema_extra=_DURATION_RULES)]
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi)?$", max_length=32)]
 
 
@@ -178,7 +193,7 @@ class EnvVar(_Model):
             },
         ),
     ]
-    value: Annotated[str, Field(max_length=4096)] = ""
+    value: Annotated[str, Field(max_length=4096, pattern=ENV_VALUE)] = ""
 
     @field_validator("name")
     @classmethod
@@ -204,7 +219,7 @@ class ServiceSpec(_Model):
     """One service of an environment: a Deployment plus a Service of the same name."""
 
     name: Annotated[str, Field(pattern=DNS1035_LABEL, min_length=1, max_length=40)]
-    image: Annotated[str, Field(min_length=1, max_length=512, pattern=r"^\S+$")]
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE)]
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     health_path: Annotated[str, Field(pattern=r"^/\S*$", max_length=256)] = "/health"
     websocket_path: Annotated[str | None, Field(pattern=r"^/\S*$", max_length=256)] = None
@@ -259,10 +274,30 @@ def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
     ]
 
 
+def spec_text_size(services: list[ServiceSpec]) -> int:
+    """Characters of env names, env values and args over all services (MAX_SPEC_TEXT)."""
+    return sum(
+        sum(len(e.name) + len(e.value) for e in s.env) + sum(len(a) for a in s.args)
+        for s in services
+    )
+
+
+_SPEC_TEXT_RULE: Final[dict[str, Any]] = {
+    "rule": "!has(self.services) || self.services.map(s, "
+    "(has(s.env) ? s.env.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)).sum() : 0)"
+    " + (has(s.args) ? s.args.map(a, size(a)).sum() : 0)).sum() <= " + str(MAX_SPEC_TEXT),
+    "message": f"env names, env values and args of all services may hold at most "
+    f"{MAX_SPEC_TEXT} characters: put large configuration in the image",
+}
+
+
 class TestEnvironmentSpec(_Model):
     """What a user declares. Every field has a default: ``spec: {}`` is a valid environment."""
 
     __test__ = False  # not a pytest test class, despite the name
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [dict(_SPEC_TEXT_RULE)]},
+    )
 
     namespace: Annotated[
         str | None,
@@ -305,16 +340,29 @@ class TestEnvironmentSpec(_Model):
             json_schema_extra={
                 "x-kubernetes-validations": [
                     {
-                        "rule": "self.all(k, size(k) <= 253 && k.matches("
+                        "rule": "self.all(k, k.matches("
+                        + _cel_string(LABEL_KEY_PREFIX_SIZE)
+                        + ") && k.matches("
                         + _cel_string(LABEL_KEY)
                         + "))",
                         "message": "label keys must be valid Kubernetes label keys "
-                        "([prefix/]name, name: alphanumerics, '-', '_', '.')",
+                        "([prefix/]name; prefix: a DNS subdomain of at most 253 characters; "
+                        "name: at most 63 alphanumerics, '-', '_', '.')",
                     }
                 ]
             },
         ),
     ] = {}
+
+    @model_validator(mode="after")
+    def _text_bounded(self) -> TestEnvironmentSpec:
+        total = spec_text_size(self.services)
+        if total > MAX_SPEC_TEXT:
+            raise ValueError(
+                f"env names, env values and args of all services hold {total} characters; "
+                f"at most {MAX_SPEC_TEXT}: put large configuration in the image"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_services(self) -> TestEnvironmentSpec:
@@ -335,7 +383,11 @@ class TestEnvironmentSpec(_Model):
     @field_validator("labels")
     @classmethod
     def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
-        bad = sorted(k for k in labels if len(k) > 253 or not re.fullmatch(LABEL_KEY, k))
+        bad = sorted(
+            k
+            for k in labels
+            if not re.fullmatch(LABEL_KEY_PREFIX_SIZE, k) or not re.fullmatch(LABEL_KEY, k)
+        )
         if bad:
             raise ValueError(f"invalid label keys: {', '.join(bad)}")
         return labels

@@ -55,6 +55,11 @@ Obj = Mapping[str, Any]
 EventPoster = Callable[[Obj, str, str, str], None]
 
 
+#: API errors that mean "this spec cannot be applied as it is": bad request, forbidden (e.g.
+#: by an admission policy or a quota), invalid. Others (conflicts, 5xx, timeouts) are retried.
+REFUSALS = frozenset({400, 403, 422})
+
+
 class InvalidSpec(ValueError):
     """The stored spec does not validate (the CRD schema should have refused it)."""
 
@@ -109,6 +114,9 @@ class EnvState:
     written_status: Obj | None = None
     #: The discovery data last applied (a cache may not show it yet).
     published: Obj | None = None
+    #: A spec generation the API server refused, and why (not retried until it changes).
+    refused_generation: int | None = None
+    refused_message: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     task: asyncio.Task[None] | None = None
@@ -380,13 +388,15 @@ class Reconciler:
             except InvalidSpec as exc:
                 await self._fail_invalid(fresh, str(exc))
                 raise
+            if state.refused_generation == env.generation:
+                raise InvalidSpec(state.refused_message or "refused by the API server")
             needs_apply = state.reapply or state.applied_generation != env.generation
             if needs_apply:
-                await self.apply(env, state)
+                await self._apply_or_fail(env, state)
             result = await self.refresh(env, state)
             if result.missing and state.applied_generation is not None and self._settled(state):
                 self._event(env, "Normal", "Recreating", "recreating " + ", ".join(result.missing))
-                await self.apply(env, state)
+                await self._apply_or_fail(env, state)
                 fresh = await self._environment(name, state)
                 if fresh is None:
                     return None
@@ -406,6 +416,21 @@ class Reconciler:
         if body is None or state.written_status is None:
             return body
         return {**body, "status": state.written_status}
+
+    async def _apply_or_fail(self, env: Environment, state: EnvState) -> None:
+        """Apply; an object the API server refuses (a 4xx other than a conflict or a missing
+        object) makes this generation of the spec Failed, with the server's reason, instead of
+        being retried forever. A new generation (an edited spec) is tried again."""
+        try:
+            await self.apply(env, state)
+        except KubeError as exc:
+            if exc.status not in REFUSALS:
+                raise
+            message = f"the API server refused the environment's objects: {exc.message}"
+            state.refused_generation, state.refused_message = env.generation, message
+            await self._fail_invalid(env.body, message)
+            self._event(env, "Warning", "Refused", message)
+            raise InvalidSpec(message) from exc
 
     async def _fail_invalid(self, body: Obj, message: str) -> None:
         name = str((body.get("metadata") or {})["name"])
@@ -446,21 +471,50 @@ class Reconciler:
     async def stop_all(self) -> None:
         await asyncio.gather(*(self.stop(name) for name in list(self.states)))
 
+    def environment_for_expiry(self, body: Obj) -> Environment:
+        """The environment, or for a spec the operator cannot use, one with its ttl and lease
+        where those are valid (else the default ttl): every environment ends."""
+        try:
+            return self.environment(body)
+        except InvalidSpec:
+            raw = body.get("spec") or {}
+            times: dict[str, Any] = {"ttl": self.settings.default_ttl}
+            for key in ("ttl", "lease"):
+                try:
+                    TestEnvironmentSpec(services=[], **{key: raw.get(key)})
+                except (ValidationError, TypeError):
+                    continue
+                if raw.get(key) is not None:
+                    times[key] = raw[key]
+            spec = TestEnvironmentSpec(services=[], **times)
+            meta = body.get("metadata") or {}
+            return Environment(
+                body=body,
+                name=str(meta["name"]),
+                uid=str(meta.get("uid", "")),
+                generation=meta.get("generation"),
+                created=parse_time(meta.get("creationTimestamp")) or now(),
+                annotations=dict(meta.get("annotations") or {}),
+                spec=spec,
+            )
+
     async def _monitor(self, name: str, state: EnvState) -> None:
         backoff = 1.0
         while True:
             state.wake.clear()
             wake_at: datetime | None = None
+            due_at: datetime | None = None
             try:
                 body = await self.reads.environment(name)
                 meta = (body or {}).get("metadata") or {}
                 if body is None or meta.get("uid") != state.uid or meta.get("deletionTimestamp"):
                     self.states.pop(name, None)
                     return
-                env = self.environment(body)
+                env = self.environment_for_expiry(body)
                 if await self.expire_if_due(env):
                     self.states.pop(name, None)
                     return
+                due_at = expiry.deadline(env.created, env.spec, env.annotations).at
                 result = await self.reconcile(body)
                 if result is None:
                     self.states.pop(name, None)
@@ -471,7 +525,7 @@ class Reconciler:
             except asyncio.CancelledError:
                 raise
             except InvalidSpec:
-                wake_at = None
+                wake_at = due_at  # a Failed environment still ends at its ttl
             except (KubeError, OSError, Exception) as exc:  # keep monitoring whatever happens
                 log.warning("reconcile of %s failed (retrying in %.0fs): %s", name, backoff, exc)
                 wake_at = self.clock() + timedelta(seconds=backoff)

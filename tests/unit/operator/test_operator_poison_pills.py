@@ -1,0 +1,181 @@
+"""Every spec admission can accept is one the operator handles: bounded durations, label keys
+checked in full, no control characters, a capped size; a spec the API server refuses ends as
+Failed with its reason (not retried forever), and every environment still ends at its ttl."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import re
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from operator_fake_kube import FakeKube, demo_environment
+from pydantic import ValidationError
+from test_operator_reconcile import T0, Clock
+
+from testenv.api import (
+    DURATION,
+    MAX_SPEC_TEXT,
+    EnvVar,
+    ServiceSpec,
+    TestEnvironmentSpec,
+    parse_duration,
+)
+from testenv_operator import expiry, render
+from testenv_operator.crd import spec_schema
+from testenv_operator.kube import KubeError
+from testenv_operator.reconcile import InvalidSpec, Reconciler
+from testenv_operator.settings import Settings
+
+Obj = dict[str, Any]
+
+
+@pytest.mark.parametrize("value", ["100000d", "1s1s1s1s1s", "9" * 30 + "d", "1w", "", "0s"])
+def test_durations_that_could_overflow_or_mean_nothing_are_refused(value: str) -> None:
+    with pytest.raises(ValidationError):
+        TestEnvironmentSpec(ttl=value)
+
+
+def test_the_longest_duration_still_fits_in_a_date() -> None:
+    longest = "99999d99999d99999d99999d"
+    assert re.fullmatch(DURATION, longest)
+    spec = TestEnvironmentSpec(ttl=longest, lease=longest)
+    due = expiry.deadline(T0, spec, {"testenv.dev/lease-renewed-at": "2026-01-01T00:00:00Z"})
+    assert due.at - T0 == parse_duration(longest)
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [
+        ("a" * 63, True),
+        ("a" * 64, False),  # the name part is at most 63 characters
+        ("example.com/" + "a" * 63, True),
+        ("a" * 254 + "/x", False),  # the prefix is at most 253
+        ("-bad", False),
+        ("team.example.com/owner", True),
+    ],
+)
+def test_label_keys_are_checked_in_full(key: str, ok: bool) -> None:
+    if ok:
+        TestEnvironmentSpec(labels={key: "v"})
+    else:
+        with pytest.raises(ValidationError, match="label keys"):
+            TestEnvironmentSpec(labels={key: "v"})
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f"])
+def test_control_characters_in_env_values_are_refused(char: str) -> None:
+    with pytest.raises(ValidationError):
+        EnvVar(name="X", value=f"a{char}b")
+
+
+def test_tabs_and_newlines_in_env_values_render() -> None:
+    svc = ServiceSpec(name="api", image="x", env=[EnvVar(name="X", value="a\tb\nc\r")])
+    deployment = render.render_deployment("demo", "uid", TestEnvironmentSpec(services=[svc]), svc)
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "X", "value": "a\tb\nc\r"} in env
+
+
+def test_the_text_of_a_spec_is_capped() -> None:
+    def spec(size: int) -> TestEnvironmentSpec:
+        return TestEnvironmentSpec(
+            services=[
+                ServiceSpec(name=f"s{i}", image="x", port=8000 + i, args=["a" * (size // 16)] * 2)
+                for i in range(8)
+            ]
+        )
+
+    spec(MAX_SPEC_TEXT)
+    with pytest.raises(ValidationError, match=f"at most {MAX_SPEC_TEXT}"):
+        spec(MAX_SPEC_TEXT + 16)
+
+
+# -- the operator ----------------------------------------------------------------------------
+class RefusingKube(FakeKube):
+    """The API server refuses Deployments (as an admission policy or a bad field would)."""
+
+    async def apply(self, obj: Obj) -> Obj:
+        if obj["kind"] == "Deployment":
+            raise KubeError(422, 'Deployment.apps "auth" is invalid: spec.template: bad')
+        return await super().apply(obj)
+
+
+async def test_a_refused_spec_fails_once_with_the_reason_and_is_not_retried() -> None:
+    kube = RefusingKube()
+    kube.put(demo_environment())
+    events: list[str] = []
+    rec = Reconciler(kube, Settings(), lambda b, t, r, m: events.append(r), clock=Clock())
+    for _ in range(3):
+        with pytest.raises(InvalidSpec, match="refused"):
+            await rec.reconcile(copy.deepcopy(kube.find("TestEnvironment", "demo") or {}))
+    status = (kube.find("TestEnvironment", "demo") or {})["status"]
+    assert status["phase"] == "Failed"
+    assert "is invalid: spec.template: bad" in status["message"]
+    assert events.count("Refused") == 1
+    assert [c for c in kube.calls if c[:2] == ("apply", "Namespace")] == [
+        ("apply", "Namespace", "testenv-demo")
+    ]
+
+
+async def test_an_unusable_spec_still_ends_at_its_ttl() -> None:
+    kube = FakeKube()
+    kube.put(demo_environment({"ttl": "10m", "services": [{"name": "Bad Name"}]}))
+    clock = Clock()
+    rec = Reconciler(kube, Settings(), lambda *a: None, clock=clock)
+    body = kube.find("TestEnvironment", "demo") or {}
+    env = rec.environment_for_expiry(body)
+    assert env.spec.ttl == "10m"
+    clock.now = T0 + timedelta(minutes=11)
+    assert await rec.expire_if_due(env) is not None
+    assert kube.find("TestEnvironment", "demo") is None
+
+
+# -- property: whatever the schema admits, the models refuse or the operator handles ----------
+def from_schema(schema: Obj) -> st.SearchStrategy[Any]:
+    """Values of the CRD's structural schema (the subset it uses; CEL rules not applied:
+    whatever they would refuse, the models must refuse or the operator handle)."""
+    kind = schema.get("type")
+    if kind == "object" and "properties" in schema:
+        required = set(schema.get("required", ()))
+        props = {k: from_schema(v) for k, v in schema["properties"].items()}
+        return st.fixed_dictionaries(
+            {k: v for k, v in props.items() if k in required},
+            optional={k: v for k, v in props.items() if k not in required},
+        )
+    if kind == "object":  # a map (labels)
+        values = from_schema(schema.get("additionalProperties") or {"type": "string"})
+        keys = st.from_regex(r"\A[a-z0-9./_-]{1,80}\Z")
+        return st.dictionaries(keys, values, max_size=min(schema.get("maxProperties", 4), 4))
+    if kind == "array":
+        return st.lists(from_schema(schema["items"]), max_size=min(schema.get("maxItems", 3), 3))
+    if kind == "integer":
+        return st.integers(schema.get("minimum", -(2**31)), schema.get("maximum", 2**31))
+    if kind == "boolean":
+        return st.booleans()
+    pattern = schema.get("pattern")
+    text = st.from_regex(pattern, fullmatch=True) if pattern else st.text(max_size=40)
+    return text.filter(lambda t: len(t) <= schema.get("maxLength", 10**6))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,  # the same examples on every run: no flaky property test
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(from_schema(spec_schema()))
+def test_any_spec_the_schema_admits_is_refused_by_the_models_or_reconciles(raw: Obj) -> None:
+    try:
+        TestEnvironmentSpec.model_validate(raw)
+    except ValidationError:
+        return  # refused with a message: the operator reports it as Failed
+    kube = FakeKube()
+    kube.put(demo_environment(raw))
+    rec = Reconciler(kube, Settings(), lambda *a: None, clock=Clock())
+    result = asyncio.run(rec.reconcile(copy.deepcopy(kube.find("TestEnvironment", "demo") or {})))
+    assert result is not None
+    assert result.status.phase in ("Provisioning", "Ready", "Failed")
