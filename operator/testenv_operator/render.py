@@ -54,9 +54,7 @@ LIMITS: dict[str, dict[str, str]] = {
 def _tojson(value: Any) -> str:
     """JSON that YAML reads back exactly: every character outside printable ASCII escaped
     (YAML refuses raw DEL, C1 controls and some Unicode that JSON leaves alone)."""
-    return json.dumps(value, ensure_ascii=True, separators=(", ", ": ")).replace(
-        "\x7f", "\\u007f"
-    )
+    return json.dumps(value, ensure_ascii=True, separators=(", ", ": ")).replace("\x7f", "\\u007f")
 
 
 @cache
