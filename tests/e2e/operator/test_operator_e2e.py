@@ -180,6 +180,27 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
         "readinessTimeout",
     ),
     ("services-not-a-list", {"services": "auth"}, "must be of type array"),
+    # Values that once passed admission and wedged the operator (poison pills).
+    ("overflowing-ttl", {"ttl": "9" * 20 + "d"}, "spec.ttl"),
+    ("too-many-duration-parts", {"ttl": "1s1s1s1s1s"}, "spec.ttl"),
+    ("long-label-name", {"labels": {"x" * 64: "v"}}, "label keys must be valid"),
+    ("long-label-prefix", {"labels": {"a" * 254 + "/x": "v"}}, "label keys must be valid"),
+    (
+        "control-char-env",
+        {"services": [{**SVC, "env": [{"name": "A", "value": "a\x1bb"}]}]},
+        "env[0].value",
+    ),
+    ("non-ascii-image", {"services": [{**SVC, "image": "testenv/auth\x7f"}]}, "image"),
+    (
+        "oversized-spec",
+        {
+            "services": [
+                {**SVC, "name": f"s{i}", "port": 8000 + i, "args": ["a" * 4096] * 2}
+                for i in range(5)
+            ]
+        },
+        "at most 32768 characters",
+    ),
 ]
 
 

@@ -187,6 +187,9 @@ def test_cleanup_on_interrupt(pytester: pytest.Pytester, signame: str) -> None:
         def test_interrupted(real_services_sync):
             ports = {{n: s.port for n, s in real_services_sync.services.items()}}
             Path("ports.json").write_text(json.dumps(ports))
+            # Ctrl-C as in a terminal, even when this suite runs with SIGINT ignored (a
+            # background job, CI): an ignored SIGINT is inherited, so restore Python's own.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             os.kill(os.getpid(), signal.{signame})
             time.sleep(30)
 
