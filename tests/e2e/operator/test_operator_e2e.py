@@ -280,3 +280,25 @@ def test_operator_killed_mid_provisioning(k: Kubectl, envs: Any) -> None:
     secrets = json.loads(k("get", "secret", "-n", ns, "-o", "json").stdout)
     assert [s["metadata"]["name"] for s in secrets["items"]].count("testenv-secrets") == 1
     k("rollout", "status", "deploy/testenv-operator", "-n", OPERATOR_NAMESPACE, "--timeout=120s")
+
+
+@pytest.mark.parametrize(
+    ("where", "selector"),
+    [
+        (OPERATOR_NAMESPACE, "app.kubernetes.io/name=testenv-operator"),
+        ("", "testenv.dev/service=auth"),  # a reference service, in its environment
+    ],
+    ids=["operator", "service"],
+)
+def test_images_carry_no_pytest(k: Kubectl, envs: Any, where: str, selector: str) -> None:
+    """The operator's and the services' images install only their own extras."""
+    if not where:
+        name = envs(
+            {"services": [{"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}]}
+        )
+        wait_ready(k, name)
+        where = status(k, name)["namespace"]
+    pod = k("get", "pod", "-n", where, "-l", selector, "-o", "jsonpath={.items[0].metadata.name}")
+    probe = "import importlib.util as u; print([m for m in ('pytest', 'xdist') if u.find_spec(m)])"
+    found = k("exec", "-n", where, pod.stdout, "--", "python3", "-c", probe)
+    assert found.stdout.strip() == "[]", f"in the image: {found.stdout}"

@@ -315,3 +315,25 @@ def test_plan_dynamic_ports_false_is_refused(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
     assert result.ret != 0
     assert "DYNAMIC_PORTS=false cannot be honoured" in result.stdout.str() + result.stderr.str()
+
+
+def test_the_plugins_dev_launcher_fixture(pytester: pytest.Pytester) -> None:
+    """``dev_launcher`` from the plugin: already running the session's services, so the plan's
+    manager built on it starts nothing new and hands out working clients."""
+    pytester.makepyfile(
+        test_launcher="""
+        from testenv import DevLauncher, RealServicesManager
+
+        async def test_manager_on_the_plugins_launcher(dev_launcher, service_discovery):
+            assert isinstance(dev_launcher, DevLauncher)
+            assert await dev_launcher.run() is True
+            manager = RealServicesManager(dev_launcher)
+            await manager.start_all_services()
+            auth = await manager.client_factory.create_auth_client()
+            assert await auth.login("test@example.com", "password")
+            assert dev_launcher.records["auth"].port == service_discovery.get_record("auth").port
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+    assert len([line for line in result.outlines if "auth ready (" in line]) == 1
