@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv deps cluster cluster-down cluster-status images ensure-cluster install-operator \
-        demo demo-down test test-unit test-e2e lint manifests bench
+        demo demo-down test test-unit test-e2e lint manifests bench flake-check
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,10 @@ test-unit: venv  ## unit tests only (seconds, no cluster, no processes)
 
 test-e2e: venv deps install-operator  ## e2e tests only
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+RUNS ?= 5
+flake-check: venv deps install-operator  ## the whole suite RUNS times (5) on one cluster; every failure
+	@bash hack/flake-check.sh $(RUNS)
 
 lint: venv  ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP: Final = "testenv.dev"
@@ -168,7 +168,19 @@ class _Model(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-Duration = Annotated[str, Field(pattern=DURATION, max_length=24, json_schema_extra=_DURATION_RULES)]
+def positive_duration(value: str) -> str:
+    """A duration longer than 0s (pydantic validator of :data:`Duration`)."""
+    if parse_duration(value).total_seconds() <= 0:
+        raise ValueError(_NONZERO_DURATION_RULE["message"])
+    return value
+
+
+#: A duration in the spec: pattern DURATION, longer than 0s (checked by CEL and by pydantic).
+Duration = Annotated[
+    str,
+    Field(pattern=DURATION, max_length=24, json_schema_extra=_DURATION_RULES),
+    AfterValidator(positive_duration),
+]
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi)?$", max_length=32)]
 
 
@@ -246,13 +258,6 @@ class ServiceSpec(_Model):
         if dupes:
             raise ValueError(f"duplicate env names: {', '.join(dupes)}")
         return env
-
-    @field_validator("readiness_timeout")
-    @classmethod
-    def _timeout_positive(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() <= 0:
-            raise ValueError("readinessTimeout must be longer than 0s")
-        return value
 
 
 def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
@@ -391,13 +396,6 @@ class TestEnvironmentSpec(_Model):
         if bad:
             raise ValueError(f"invalid label keys: {', '.join(bad)}")
         return labels
-
-    @field_validator("ttl", "lease")
-    @classmethod
-    def _positive(cls, value: str | None) -> str | None:
-        if value is not None and parse_duration(value).total_seconds() <= 0:
-            raise ValueError("durations must be longer than 0s")
-        return value
 
     def namespace_for(self, env_name: str) -> str:
         """The environment's namespace: ``spec.namespace`` or ``testenv-<name>``."""

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from testenv.api import DURATION, parse_duration
+from testenv.api import Duration
 
 ENV_PREFIX = "TESTENV_"
 
@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     # The ttl of environments whose spec does not set one (the CRD default is 1h).
-    default_ttl: str = Field("1h", pattern=DURATION)
+    default_ttl: Duration = "1h"
     log_format: Literal["plain", "json", "full"] = "plain"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Kubernetes watch timeouts (seconds): the server ends a watch after server_timeout, the
@@ -31,13 +31,6 @@ class Settings(BaseSettings):
     posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_tail_lines: int = Field(5, ge=0, le=100)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
-
-    @field_validator("default_ttl")
-    @classmethod
-    def _positive(cls, value: str) -> str:
-        if parse_duration(value).total_seconds() <= 0:
-            raise ValueError("TESTENV_DEFAULT_TTL must be longer than 0s")
-        return value
 
     @field_validator("log_level", "posting_level", mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import kr8s
@@ -78,3 +79,52 @@ def operator_installed(kube_api: kr8s.Api, kubectl: str) -> None:
     )
     if ready.returncode != 0:
         pytest.fail(f"the operator is not running: {ready.stderr}")
+
+
+def _testenv_objects(kubectl: str) -> tuple[set[str], set[str]]:
+    """Names of TestEnvironments, and of namespaces the operator manages."""
+
+    def names(*args: str) -> set[str]:
+        out = subprocess.run(
+            [kubectl, "get", *args, "-o", "jsonpath={.items[*].metadata.name}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return set(out.stdout.split()) if out.returncode == 0 else set()
+
+    return (
+        names("testenvironments.testenv.dev"),
+        names("namespaces", "-l", "app.kubernetes.io/managed-by=testenv-operator"),
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After the e2e session: nothing it created is left (TestEnvironments, their namespaces
+    and so their pods and ConfigMaps). Deletion is asynchronous (garbage collection), so this
+    waits on the objects with `kubectl wait --for=delete`, then fails naming what leaked."""
+    if not any(item.get_closest_marker("e2e") for item in request.session.items):
+        yield
+        return
+    kubectl = os.environ.get("KUBECTL") or tool("kubectl") or "kubectl"
+    before_envs, before_namespaces = _testenv_objects(kubectl)
+    yield
+    envs, namespaces = _testenv_objects(kubectl)
+    new_envs, new_namespaces = envs - before_envs, namespaces - before_namespaces
+    for kind, names in (("testenvironments.testenv.dev", new_envs), ("namespace", new_namespaces)):
+        if names:
+            subprocess.run(
+                [
+                    kubectl,
+                    "wait",
+                    "--for=delete",
+                    "--timeout=180s",
+                    *(f"{kind}/{n}" for n in names),
+                ],
+                capture_output=True,
+                check=False,
+            )
+    envs, namespaces = _testenv_objects(kubectl)
+    leaked = sorted((envs - before_envs) | (namespaces - before_namespaces))
+    assert not leaked, f"the e2e session left these behind: {', '.join(leaked)}"

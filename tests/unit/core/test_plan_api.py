@@ -94,7 +94,7 @@ def test_plan_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         ({}, {"test_mode": False}, "test_mode=False cannot be honoured"),
         ({"USE_REAL_SERVICES": "maybe"}, {}, "USE_REAL_SERVICES='maybe' is not a boolean"),
         ({}, {"startup_timeout": 0}, "startup_timeout: Input should be greater than 0"),
-        ({}, {"lease": "0s"}, "lease must be longer than 0s"),
+        ({}, {"lease": "0s"}, "setting lease: must be longer than 0s"),
         ({}, {"mode": "local", "reuse": True}, "reuse and keep need mode=real"),
     ],
 )
