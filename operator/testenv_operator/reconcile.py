@@ -60,6 +60,16 @@ EventPoster = Callable[[Obj, str, str, str], None]
 REFUSALS = frozenset({400, 403, 422})
 
 
+def _terminating(namespace: Obj | None) -> bool:
+    return bool(namespace and (namespace.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _refused(exc: KubeError) -> bool:
+    """A refusal of the spec, not a passing state: a namespace being deleted also answers
+    403 ("being terminated"), and that one clears once it is gone."""
+    return exc.status in REFUSALS and "being terminated" not in exc.message
+
+
 class InvalidSpec(ValueError):
     """The stored spec does not validate (the CRD schema should have refused it)."""
 
@@ -190,9 +200,14 @@ class Reconciler:
     # --- apply -----------------------------------------------------------------------------
 
     async def apply(self, env: Environment, state: EnvState) -> bool:
-        """Apply every object; False (and nothing applied) on a namespace conflict."""
-        _, conflict = await self.namespace_conflict(env)
+        """Apply every object; False (and nothing applied) on a namespace conflict, or while
+        the namespace is being deleted (``reapply`` stays set: the namespace's DELETED event
+        wakes the monitor, which then recreates everything)."""
+        ns, conflict = await self.namespace_conflict(env)
         if conflict:
+            return False
+        if _terminating(ns):
+            state.reapply = True
             return False
         objects = render.render_environment(env.name, env.uid, env.spec)
         namespace, rest = objects[0], objects[1:]
@@ -251,6 +266,9 @@ class Reconciler:
             namespace=ns,
             conflict=conflict,
         )
+        if _terminating(ns):
+            obs.terminating = True
+            return obs, []
         if conflict or ns is None:
             return obs, [] if conflict else ["Namespace/" + env.namespace]
         deployments, pods, services, configmaps = await asyncio.gather(
@@ -424,7 +442,7 @@ class Reconciler:
         try:
             await self.apply(env, state)
         except KubeError as exc:
-            if exc.status not in REFUSALS:
+            if not _refused(exc):
                 raise
             message = f"the API server refused the environment's objects: {exc.message}"
             state.refused_generation, state.refused_message = env.generation, message

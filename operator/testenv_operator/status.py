@@ -33,6 +33,7 @@ from testenv_operator.timeutil import format_time, parse_time, seconds_since
 Obj = Mapping[str, Any]
 
 NAMESPACE_CONFLICT = "NamespaceConflict"
+NAMESPACE_DELETED = "NamespaceDeleted"
 READINESS_TIMEOUT = "ReadinessTimeout"
 # Reasons that keep a service Failed (for the same generation) until it is Ready.
 STICKY_REASONS = diagnose.FATAL_REASONS | {READINESS_TIMEOUT, diagnose.CRASH_REASON}
@@ -60,6 +61,8 @@ class Observation:
     services: list[ServiceObservation] = field(default_factory=list)
     discovery_published: bool = False
     conflict: str | None = None  # why the namespace cannot be used
+    #: The namespace is being deleted (by someone else: the operator never deletes it).
+    terminating: bool = False
 
 
 # --- per service ---------------------------------------------------------------------------
@@ -285,6 +288,25 @@ def compute_status(
             observed_generation=obs.generation,
             conditions=conditions_for(
                 Phase.FAILED, NAMESPACE_CONFLICT, message, prev.conditions, obs.now, obs.generation
+            ),
+            services=[],
+            ready_services=f"0/{len(spec.services)}",
+            timings=prev.timings,
+            expires_at=expires,
+        )
+
+    if obs.terminating:
+        message = (
+            f"namespace {namespace} was deleted behind the operator's back; the environment is "
+            "recreated in a new namespace once it is gone (data in it is lost)"
+        )
+        return TestEnvironmentStatus(
+            phase=Phase.DEGRADED,
+            message=message,
+            namespace=namespace,
+            observed_generation=obs.generation,
+            conditions=conditions_for(
+                Phase.DEGRADED, NAMESPACE_DELETED, message, prev.conditions, obs.now, obs.generation
             ),
             services=[],
             ready_services=f"0/{len(spec.services)}",

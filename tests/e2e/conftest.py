@@ -8,8 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import kr8s
 import pytest
@@ -17,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
 
+from e2e_helpers import Kubectl, manifest  # noqa: E402
 from tools import tool  # noqa: E402
 
 
@@ -128,3 +131,36 @@ def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
     envs, namespaces = _testenv_objects(kubectl)
     leaked = sorted((envs - before_envs) | (namespaces - before_namespaces))
     assert not leaked, f"the e2e session left these behind: {', '.join(leaked)}"
+
+
+@pytest.fixture
+def k(kubectl: str) -> Kubectl:
+    """Run kubectl; fails the test with its stderr unless ``check=False``."""
+
+    def run(
+        *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [kubectl, *args], input=input, capture_output=True, text=True, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+    return run
+
+
+@pytest.fixture
+def envs(k: Kubectl) -> Iterator[Callable[[dict[str, Any] | None], str]]:
+    """Create TestEnvironments with unique names; delete them afterwards."""
+    created: list[str] = []
+
+    def create(spec: dict[str, Any] | None = None) -> str:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        k("apply", "-f", "-", input=manifest(name, spec))
+        created.append(name)
+        return name
+
+    yield create
+    for name in created:
+        k("delete", "testenv", name, "--ignore-not-found", "--wait=false", check=False)

@@ -8,14 +8,12 @@ its test.
 from __future__ import annotations
 
 import json
-import subprocess
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from e2e_helpers import OPERATOR_NAMESPACE, Kubectl, manifest, status, wait_ready
 
 from testenv.api import (
     DISCOVERY_CONFIGMAP,
@@ -26,71 +24,7 @@ from testenv.api import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
-ROOT = Path(__file__).resolve().parents[3]
-SAMPLES = ROOT / "manifests/samples"
-OPERATOR_NAMESPACE = "testenv-system"
-READY_TIMEOUT = "240s"
-
-Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture
-def k(kubectl: str) -> Kubectl:
-    def run(
-        *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [kubectl, *args], input=input, capture_output=True, text=True, check=False
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
-        return proc
-
-    return run
-
-
-def manifest(name: str, spec: dict[str, Any] | None = None) -> str:
-    doc: dict[str, Any] = {
-        "apiVersion": "testenv.dev/v1alpha1",
-        "kind": "TestEnvironment",
-        "metadata": {"name": name},
-    }
-    if spec is not None:
-        doc["spec"] = spec
-    return yaml.safe_dump(doc)
-
-
-@pytest.fixture
-def envs(k: Kubectl) -> Iterator[Callable[[dict[str, Any] | None], str]]:
-    """Create TestEnvironments with unique names; delete them afterwards."""
-    created: list[str] = []
-
-    def create(spec: dict[str, Any] | None = None) -> str:
-        name = f"e2e-{uuid.uuid4().hex[:8]}"
-        k("apply", "-f", "-", input=manifest(name, spec))
-        created.append(name)
-        return name
-
-    yield create
-    for name in created:
-        k("delete", "testenv", name, "--ignore-not-found", "--wait=false", check=False)
-
-
-def status(k: Kubectl, name: str) -> dict[str, Any]:
-    out = k("get", "testenv", name, "-o", "json").stdout
-    result: dict[str, Any] = json.loads(out).get("status") or {}
-    return result
-
-
-def wait_ready(k: Kubectl, name: str, timeout: str = READY_TIMEOUT) -> None:
-    proc = k(
-        "wait", "--for=condition=Ready", f"testenv/{name}", f"--timeout={timeout}", check=False
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"testenv/{name} not Ready: {proc.stderr}\nstatus: "
-            f"{json.dumps(status(k, name), indent=1)}"
-        )
+SAMPLES = Path(__file__).resolve().parents[3] / "manifests/samples"
 
 
 def test_minimal_sample_becomes_ready_with_discovery(k: Kubectl, envs: Any) -> None:

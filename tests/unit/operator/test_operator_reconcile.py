@@ -176,3 +176,33 @@ async def test_default_ttl_from_settings(kube: FakeKube) -> None:
     raw["spec"] = {}
     rec = Reconciler(kube, Settings(default_ttl="15m"), lambda *a: None)
     assert rec.environment(raw).spec.ttl == "15m"
+
+
+async def test_namespace_deleted_behind_the_operators_back_is_reported_then_recreated(
+    rec: Reconciler, kube: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    await rec.reconcile(body(kube))
+    make_ready(kube)
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["phase"] == "Ready"
+    old_secret = (kube.find("Secret", "testenv-secrets", "testenv-demo") or {})["stringData"]
+    # Someone deletes the namespace: while it terminates, nothing is applied into it.
+    ns = kube.find("Namespace", "testenv-demo")
+    assert ns is not None
+    ns["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:30Z"
+    applies = len(kube.calls)
+    rec.nudge("demo", reapply=True)
+    await rec.reconcile(body(kube))
+    status = body(kube)["status"]
+    assert status["phase"] == "Degraded"
+    assert "was deleted behind the operator's back" in status["message"]
+    assert len(kube.calls) == applies
+    # Once it is gone, everything is created again in a new namespace, with a new Secret.
+    for key in [k for k in kube.objects if k[1] == "testenv-demo" or k[2] == "testenv-demo"]:
+        del kube.objects[key]
+    await rec.reconcile(body(kube))
+    assert kube.find("Namespace", "testenv-demo") is not None
+    assert kube.find("Deployment", "auth", "testenv-demo") is not None
+    new_secret = (kube.find("Secret", "testenv-secrets", "testenv-demo") or {})["stringData"]
+    assert new_secret != old_secret
+    assert body(kube)["status"]["phase"] == "Provisioning"
