@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv deps cluster cluster-down cluster-status images ensure-cluster install-operator \
-        demo demo-down test test-unit test-e2e lint manifests bench flake-check
+        demo demo-down test test-unit test-e2e lint manifests bench flake-check reliability
 
 help:  ## list targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ test-e2e: venv deps install-operator  ## e2e tests only
 RUNS ?= 5
 flake-check: venv deps install-operator  ## the whole suite RUNS times (5) on one cluster; every failure
 	@bash hack/flake-check.sh $(RUNS)
+
+reliability: venv deps install-operator  ## faults injected and survived, hostile inputs refused, leaks (0)
+	@$(PY) hack/reliability.py
 
 lint: venv  ## ruff and mypy
 	$(VENV)/bin/ruff check .

@@ -40,7 +40,10 @@ def _kill_operator(k: Kubectl) -> None:
         )
 
 
-def test_operator_killed_ten_times_while_environments_provision(k: Kubectl, envs: Any) -> None:
+def test_operator_killed_ten_times_while_environments_provision(
+    k: Kubectl, envs: Any, record_property: Any
+) -> None:
+    record_property("faults_injected", 10)
     names: list[str] = []
     for kill in range(10):
         if kill % 2 == 0:  # new environments keep arriving between kills
@@ -60,8 +63,11 @@ def test_operator_killed_ten_times_while_environments_provision(k: Kubectl, envs
         assert configmaps == ["testenv-discovery"]
 
 
-def test_namespace_deleted_behind_the_operators_back(k: Kubectl, envs: Any) -> None:
+def test_namespace_deleted_behind_the_operators_back(
+    k: Kubectl, envs: Any, record_property: Any
+) -> None:
     """Reported as Degraded (NamespaceDeleted), then recreated in a new namespace: Ready."""
+    record_property("faults_injected", 1)
     name = envs({"services": [AUTH]})
     wait_ready(k, name)
     ns = status(k, name)["namespace"]

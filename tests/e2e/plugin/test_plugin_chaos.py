@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.usefixtures("operator_installed")]
@@ -37,10 +39,14 @@ def test_backend_pod_killed_mid_test(real_services_sync):
 
 
 def test_service_pod_killed_during_a_test(
-    pytester: pytest.Pytester, kubectl: str, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester,
+    kubectl: str,
+    monkeypatch: pytest.MonkeyPatch,
+    record_property: Callable[[str, object], None],
 ) -> None:
     """The environment goes Degraded then Ready; the plugin's forward recovers, and the
     client's next request succeeds."""
+    record_property("faults_injected", 1)
     monkeypatch.setenv("KUBECTL", kubectl)
     pytester.makepyfile(test_pod=POD_KILLED_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=600)

@@ -161,8 +161,11 @@ def from_schema(schema: Obj) -> st.SearchStrategy[Any]:
     return text.filter(lambda t: len(t) <= schema.get("maxLength", 10**6))
 
 
+PROPERTY_EXAMPLES = 60  # generated specs per run (make reliability reports them)
+
+
 @settings(
-    max_examples=60,
+    max_examples=PROPERTY_EXAMPLES,
     deadline=None,
     derandomize=True,  # the same examples on every run: no flaky property test
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
