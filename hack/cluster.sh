@@ -512,9 +512,22 @@ cmd_status() {
   return $rc
 }
 
+# restart COMPONENT — stop one running component and start it again (fault injection for the
+# chaos suite: clients must reconnect on their own).
+cmd_restart() {
+  local name="${1:-}"
+  cluster_running || die "the local cluster is not running: hack/cluster.sh up"
+  case "$name" in
+    kube-apiserver) stop kube-apiserver; start_apiserver ;;
+    *) die "usage: hack/cluster.sh restart kube-apiserver" ;;
+  esac
+  ok "$name restarted"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   status) cmd_status ;;
-  *) die "usage: hack/cluster.sh up|down|status" ;;
+  restart) cmd_restart "${2:-}" ;;
+  *) die "usage: hack/cluster.sh up|down|status|restart kube-apiserver" ;;
 esac

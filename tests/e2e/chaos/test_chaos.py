@@ -4,15 +4,27 @@ leak check (tests/e2e/conftest.py) asserts that nothing is left afterwards."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import OPERATOR_NAMESPACE, OPERATOR_SELECTOR, Kubectl, status, wait_ready
+from e2e_helpers import (
+    OPERATOR_NAMESPACE,
+    OPERATOR_SELECTOR,
+    Kubectl,
+    manifest,
+    status,
+    wait_ready,
+)
 
 from testenv.api import REFERENCE_IMAGE_TAG
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.usefixtures("operator_installed")]
 
+ROOT = Path(__file__).resolve().parents[3]
 AUTH = {"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}
 
 
@@ -82,3 +94,60 @@ def test_namespace_deleted_behind_the_operators_back(
     k("wait", "--for=jsonpath={.status.phase}=Ready", f"testenv/{name}", "--timeout=240s")
     new_uid = json.loads(k("get", "ns", ns, "-o", "json").stdout)["metadata"]["uid"]
     assert new_uid != old_uid
+
+
+LOCAL_CLUSTER = Path(os.environ.get("TESTENV_CLUSTER_DIR", "/var/lib/testenv-cluster"))
+
+
+@pytest.mark.skipif(
+    os.environ.get("KUBECONFIG") != str(LOCAL_CLUSTER / "admin.kubeconfig"),
+    reason="restarts the API server of the project's local cluster only",
+)
+def test_apiserver_restart_while_the_operator_watches(
+    k: Kubectl, envs: Any, record_property: Any
+) -> None:
+    """After kube-apiserver restarts, the operator's watches reconnect (no silent watch):
+    a new environment becomes Ready and a deleted Deployment is healed, well within the
+    watch timeouts (a silent watch would go unnoticed for minutes)."""
+    record_property("faults_injected", 1)
+    before = envs({"services": [AUTH]})
+    wait_ready(k, before)
+    restart = subprocess.run(
+        ["bash", str(ROOT / "hack/cluster.sh"), "restart", "kube-apiserver"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    after = envs({"services": [AUTH]})
+    wait_ready(k, after, timeout="120s")
+    ns = status(k, before)["namespace"]
+    k("delete", "deploy", "auth", "-n", ns, "--wait=true")
+    k("wait", "--for=create", "deploy/auth", "-n", ns, "--timeout=120s")
+    wait_ready(k, before, timeout="120s")
+
+
+def test_create_and_delete_cycles_leave_nothing(k: Kubectl, record_property: Any) -> None:
+    """Many environments created and deleted at once, without waiting for them: every one
+    and its namespace is gone afterwards (the session's leak check waits and counts)."""
+    cycles = 100
+    record_property("faults_injected", 0)
+    names = [f"cycle-{uuid.uuid4().hex[:8]}" for _ in range(cycles)]
+    for start in range(0, cycles, 25):  # bursts of 25: create, then delete at once
+        batch = names[start : start + 25]
+        docs = "---\n".join(manifest(n, {"services": [], "ttl": "10m"}) for n in batch)
+        k("apply", "-f", "-", input=docs)
+        k("delete", "testenv", *batch, "--wait=false")
+    k("wait", "--for=delete", *(f"testenv/{n}" for n in names), "--timeout=300s", check=False)
+    left = k("get", "testenv", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+    assert not set(left) & set(names)
+    namespaces = k(
+        "get",
+        "ns",
+        "-l",
+        "app.kubernetes.io/managed-by=testenv-operator",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ).stdout.split()
+    for ns in set(namespaces) & {f"testenv-{n}" for n in names}:
+        k("wait", "--for=delete", f"namespace/{ns}", "--timeout=300s", check=False)
