@@ -107,8 +107,11 @@ def _pod_started(pod: Obj) -> datetime | None:
 
 
 def service_timings(
-    created: datetime, pods: Sequence[Obj], previous: ServiceTimings | None
+    created: datetime, pods: Sequence[Obj], previous: ServiceTimings | None, *, ready: bool
 ) -> ServiceTimings:
+    """Seconds to each step. ``ready`` is taken from the pods only once the service is Ready
+    (its Deployment says so): a pod can report Ready before the Deployment does, and a
+    ``ready`` time means "was Ready" (a later not-ready is Degraded, not Provisioning)."""
     prev = previous or ServiceTimings()
     return ServiceTimings(
         scheduled=prev.scheduled
@@ -120,7 +123,7 @@ def service_timings(
         if prev.started is not None
         else seconds_since(created, _earliest([_pod_started(p) for p in pods])),
         ready=prev.ready
-        if prev.ready is not None
+        if prev.ready is not None or not ready
         else seconds_since(created, _earliest([_pod_condition_time(p, "Ready") for p in pods])),
     )
 
@@ -142,7 +145,9 @@ def service_verdict(
 ) -> ServiceVerdict:
     svc = obs.spec
     ready, ready_replicas = deployment_ready(obs.deployment, svc.replicas)
-    timings = service_timings(created, obs.pods, previous.timings if previous else None)
+    timings = service_timings(
+        created, obs.pods, previous.timings if previous else None, ready=ready
+    )
     if ready and timings.ready is None:
         timings = timings.model_copy(update={"ready": seconds_since(created, now)})
     was_ready = previous is not None and (previous.ready or previous.timings.ready is not None)

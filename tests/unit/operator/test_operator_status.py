@@ -200,3 +200,16 @@ def test_status_patch_clears_unset_fields() -> None:
     assert patch["status"]["message"] is None
     assert patch["status"]["timings"]["discoveryPublished"] is None
     assert patch["status"]["phase"] == "Ready"
+
+
+def test_a_pod_ready_before_its_deployment_is_not_degraded_next_time() -> None:
+    """The pod says Ready a moment before the Deployment does (and a watch cache may show one
+    before the other): that service is still provisioning, never "Degraded" in between."""
+    early = {"auth": (0, [pod("auth-1", "auth", ready=True)])}
+    first = compute_status(observe(early), None)
+    second = compute_status(observe(early), first)
+    assert first.phase == second.phase == Phase.PROVISIONING
+    auth = next(s for s in second.services if s.name == "auth")
+    assert auth.timings.ready is None
+    ready = compute_status(observe(ready_all()), second)
+    assert next(s for s in ready.services if s.name == "auth").timings.ready is not None
