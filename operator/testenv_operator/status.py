@@ -284,34 +284,26 @@ def compute_status(
             obs.created, parse_time((obs.namespace.get("metadata") or {}).get("creationTimestamp"))
         )
 
+    namespace_problem: tuple[Phase, str, str] | None = None
     if obs.conflict:
-        message = obs.conflict
-        return TestEnvironmentStatus(
-            phase=Phase.FAILED,
-            message=message,
-            namespace=namespace,
-            observed_generation=obs.generation,
-            conditions=conditions_for(
-                Phase.FAILED, NAMESPACE_CONFLICT, message, prev.conditions, obs.now, obs.generation
-            ),
-            services=[],
-            ready_services=f"0/{len(spec.services)}",
-            timings=prev.timings,
-            expires_at=expires,
-        )
-
-    if obs.terminating:
-        message = (
+        namespace_problem = (Phase.FAILED, NAMESPACE_CONFLICT, obs.conflict)
+    elif obs.terminating:
+        namespace_problem = (
+            Phase.DEGRADED,
+            NAMESPACE_DELETED,
             f"namespace {namespace} was deleted behind the operator's back; the environment is "
-            "recreated in a new namespace once it is gone (data in it is lost)"
+            "recreated in a new namespace once it is gone (data in it is lost)",
         )
+    if namespace_problem is not None:
+        # No services to report while the namespace cannot be used.
+        phase, reason, message = namespace_problem
         return TestEnvironmentStatus(
-            phase=Phase.DEGRADED,
+            phase=phase,
             message=message,
             namespace=namespace,
             observed_generation=obs.generation,
             conditions=conditions_for(
-                Phase.DEGRADED, NAMESPACE_DELETED, message, prev.conditions, obs.now, obs.generation
+                phase, reason, message, prev.conditions, obs.now, obs.generation
             ),
             services=[],
             ready_services=f"0/{len(spec.services)}",
