@@ -2,6 +2,7 @@
 """Regenerate the generated deployment files from their sources.
 
 * charts/testenv-operator/templates/crd.yaml  <- core/testenv/api.py (operator's crd.py)
+* charts/testenv-operator/templates/policy.yaml  <- the same (the admission policy)
 * manifests/testenv-operator.yaml             <- `helm template` of the chart (+ its Namespace)
 
     python hack/gen-manifests.py          # write the files
@@ -22,10 +23,11 @@ sys.path.insert(0, str(ROOT / "hack"))
 
 from tools import tool  # noqa: E402
 
-from testenv_operator.crd import crd_yaml  # noqa: E402
+from testenv_operator.crd import crd_yaml, policy_yaml  # noqa: E402
 
 CHART = ROOT / "charts/testenv-operator"
 CRD_FILE = CHART / "templates/crd.yaml"
+POLICY_FILE = CHART / "templates/policy.yaml"
 MANIFEST_FILE = ROOT / "manifests/testenv-operator.yaml"
 RELEASE = "testenv-operator"
 NAMESPACE = "testenv-system"
@@ -58,16 +60,20 @@ def render_manifests(helm: str) -> str:
 
 
 def generated(helm: str | None) -> dict[Path, str]:
-    files = {CRD_FILE: crd_yaml()}
+    files = {CRD_FILE: crd_yaml(), POLICY_FILE: policy_yaml()}
     if helm is not None:
-        # helm reads the chart from disk: render it with the fresh CRD in place.
-        current = CRD_FILE.read_text() if CRD_FILE.exists() else None
-        CRD_FILE.write_text(files[CRD_FILE])
+        # helm reads the chart from disk: render it with the fresh sources in place.
+        current = {p: p.read_text() if p.exists() else None for p in (CRD_FILE, POLICY_FILE)}
+        for path in current:
+            path.write_text(files[path])
         try:
             files[MANIFEST_FILE] = render_manifests(helm)
         finally:
-            if current is not None:
-                CRD_FILE.write_text(current)
+            for path, text in current.items():
+                if text is None:
+                    path.unlink()
+                else:
+                    path.write_text(text)
     return files
 
 

@@ -2,7 +2,7 @@
 # Build the project's images without a registry (Debian's buildah), cache them as archives
 # keyed by their inputs, and import them into the local cluster's containerd when it runs.
 #
-#   hack/images.sh [pause|base|apps|all]
+#   hack/images.sh [pause|base|apps|stock|all]
 #   hack/images.sh context DIR   only the app build context, for `docker build` elsewhere
 source "$(dirname "$0")/lib/common.sh"
 
@@ -137,11 +137,34 @@ build_apps() {
   for app in "${APPS[@]}"; do publish "${app%%:*}" "$(archive_path "${app%%:*}" "$key")"; done
 }
 
+# Images of Debian packages (the postgres and redis presets, nginx): FROM the base image, each
+# keyed by its directory's content and the project version (their tag).
+STOCK=(postgres redis nginx)
+
+build_stock() {
+  for name in "${STOCK[@]}"; do
+    local key archive ref="testenv/$name:$APP_VERSION"
+    key="$( (cd "$ROOT_DIR/images/$name" && LC_ALL=C sha256sum ./*; \
+             echo "$APP_VERSION $BASE_IMAGE") | sha256sum | cut -c1-12)"
+    archive="$(archive_path "$name" "$key")"
+    if [[ ! -f "$archive" ]]; then
+      build_base
+      step "building image $ref from Debian's packages" buildah bud --layers=false \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$ref" "$ROOT_DIR/images/$name"
+      step "archiving $ref" push_archive "$ref" "$archive"
+    else
+      ok "image $ref cached (inputs $key)"
+    fi
+    publish "$name" "$archive"
+  done
+}
+
 case "${1:-all}" in
   pause) build_pause ;;
   base) build_base ;;
   apps) build_apps ;;
-  all) build_pause; build_apps ;;
+  stock) build_stock ;;
+  all) build_pause; build_apps; build_stock ;;
   context) app_context "${2:?usage: hack/images.sh context DIR}"; ok "build context in $2" ;;
-  *) die "usage: hack/images.sh [pause|base|apps|all|context DIR]" ;;
+  *) die "usage: hack/images.sh [pause|base|apps|stock|all|context DIR]" ;;
 esac

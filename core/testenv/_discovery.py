@@ -35,8 +35,8 @@ class ServiceInfo:
     def from_record(cls, record: DiscoveryRecord) -> ServiceInfo:
         return cls(
             port=record.port,
-            health_url=record.health_url,
-            base_url=record.base_url,
+            health_url=record.health_url or "",
+            base_url=record.base_url or record.url or f"tcp://{record.host}:{record.port}",
             ws_url=record.ws_url,
             name=record.name,
             host=record.host,

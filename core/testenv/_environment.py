@@ -268,7 +268,13 @@ class KubeEnvironment:
             health[name] = await verify(forward.record())
             health[name]["remote_port"] = remote.port
             health[name]["pod"] = forward.pods.current
-            progress(f"testenv: {name} forwarded to 127.0.0.1:{forward.local_port}")
+            ends = ", ".join(
+                f"{port} -> 127.0.0.1:{local}"
+                if len(forward.local_ports) > 1
+                else f"127.0.0.1:{local}"
+                for port, local in forward.local_ports.items()
+            )
+            progress(f"testenv: {name} forwarded to {ends}")
 
         await asyncio.gather(*(one(n, r) for n, r in records.items()))
         return health
@@ -327,10 +333,10 @@ class KubeEnvironment:
             f"  kubectl{ctx} get testenvironment {self.name}",
         ]
         for name, forward in sorted(self.forwards.items()):
-            lines.append(
-                f"  kubectl{ctx} -n {ns} port-forward svc/{name} "
-                f"{forward.remote.port}:{forward.remote.port}"
+            ports = " ".join(f"{p.port}:{p.port}" for p in forward.remote.ports) or str(
+                forward.remote.port
             )
+            lines.append(f"  kubectl{ctx} -n {ns} port-forward svc/{name} {ports}")
         lines.append(f"  delete it: kubectl{ctx} delete testenvironment {self.name}")
         return lines
 

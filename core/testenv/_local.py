@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import secrets
 import signal
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 from ._context import EnvironmentInfo, Progress, StartResult
-from ._errors import EnvironmentFailedError
+from ._errors import ConfigurationError, EnvironmentFailedError
 from .api import ENV_SECRET_KEY, DiscoveryRecord, ServiceSpec, TestEnvironmentSpec, contract_env
 
 SEED_USERS = "test@example.com:password"
@@ -68,7 +69,7 @@ class LocalServices:
     def _environ(self, proc: _Proc, secret: str) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("AUTH_SEED_USERS", SEED_USERS)
-        env.update({e.name: e.value for e in proc.spec.env})
+        env.update({e.name: e.value or "" for e in proc.spec.env})
         env.update(
             contract_env(
                 environment=self.name,
@@ -82,7 +83,29 @@ class LocalServices:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    def problems(self) -> list[str]:
+        """Why the spec cannot run as local processes (empty if it can)."""
+        found = []
+        for svc in self.spec.services:
+            if svc.preset is not None:
+                found.append(f"service {svc.name} is a {svc.preset} preset (an image)")
+            elif importlib.util.find_spec(f"{self.package}.{svc.name}") is None:
+                found.append(f"service {svc.name}: no module {self.package}.{svc.name}")
+            elif any(e.secret or e.service for e in svc.env) or svc.files or svc.depends_on:
+                found.append(
+                    f"service {svc.name} uses env from secrets or services, files or dependsOn"
+                )
+        found += [f"job {job.name} (jobs run only on a cluster)" for job in self.spec.jobs]
+        return found
+
     async def start(self, progress: Progress) -> StartResult:
+        problems = self.problems()
+        if problems:
+            raise ConfigurationError(
+                "local mode runs the reference services as Python processes; this spec cannot "
+                "run that way: " + "; ".join(problems) + ". Run it on a cluster instead "
+                "(--testenv-mode real)."
+            )
         started = time.monotonic()
         secret = secrets.token_urlsafe(32)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +160,7 @@ class LocalServices:
                     )
                 t0 = time.monotonic()
                 try:
-                    response = await client.get(record.health_url)
+                    response = await client.get(record.health_url or record.base_url or "")
                 except httpx.TransportError:
                     response = None
                 if response is not None and response.is_success:

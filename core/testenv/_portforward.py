@@ -8,6 +8,7 @@ kr8s asks again for the ready pods and re-targets another one.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -52,13 +53,19 @@ class ReadyPods:
 
 
 class ServiceForward:
-    """One service's port-forward."""
+    """The port-forwards of one service: one per declared port, to one ready pod."""
 
     def __init__(self, api: Any, namespace: str, env_name: str, remote: DiscoveryRecord) -> None:
         self.remote = remote
         self.pods = ReadyPods(api, namespace, pod_selector(env_name, remote.name))
-        self.local_port = 0
-        self._forward: Any = None
+        #: Port name -> local port.
+        self.local_ports: dict[str, int] = {}
+        self._forwards: list[Any] = []
+
+    @property
+    def local_port(self) -> int:
+        """The local end of the first port's forward."""
+        return self.local_ports.get(self.remote.port_named(None).name, 0)
 
     async def start(self) -> int:
         if not await self.pods.async_ready_pods():
@@ -66,35 +73,57 @@ class ServiceForward:
                 f"no ready pod for service {self.remote.name!r} (selector "
                 f"{self.pods.selector}) in namespace {self.pods.namespace}"
             )
-        # The OS picks the port; kr8s binds it again right away (local_port=<int>).
-        self._forward = PortForward(cast(Any, self.pods), self.remote.port, local_port=free_port())
-        self.local_port = int(await self._forward.start())
+        ports = self.remote.ports or [self.remote.port_named(None)]
+        for port in ports:
+            # The OS picks the port; kr8s binds it again right away (local_port=<int>).
+            forward = PortForward(cast(Any, self.pods), port.port, local_port=free_port())
+            self._forwards.append(forward)
+            self.local_ports[port.name] = int(await forward.start())
         return self.local_port
 
     def record(self) -> DiscoveryRecord:
-        """The in-cluster record, rewritten to the local end of the forward."""
-        return localize(self.remote, "127.0.0.1", self.local_port)
+        """The in-cluster record, rewritten to the local ends of the forwards."""
+        return localize(self.remote, "127.0.0.1", self.local_ports)
 
     async def stop(self) -> None:
-        if self._forward is not None:
-            await self._forward.stop()
-            self._forward = None
+        forwards, self._forwards = self._forwards, []
+        for forward in forwards:
+            await forward.stop()
 
 
-def localize(record: DiscoveryRecord, host: str, port: int) -> DiscoveryRecord:
-    def rewrite(url: str | None) -> str | None:
-        if url is None:
-            return None
-        parts = urlsplit(url)
-        return urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, ""))
+def _rewrite(url: str | None, host: str, port: int) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0]
+    netloc = f"{user}@{host}:{port}" if user else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
+
+def localize(record: DiscoveryRecord, host: str, ports: int | Mapping[str, int]) -> DiscoveryRecord:
+    """``record`` with its addresses at ``host``: ``ports`` maps port names to local ports
+    (an int: the first port's)."""
+    if isinstance(ports, int):
+        ports = {record.port_named(None).name: ports}
+    first = record.port_named(None)
+    main = ports.get(first.name, record.port)
     return record.model_copy(
         update={
             "host": host,
-            "port": port,
-            "base_url": rewrite(record.base_url),
-            "health_url": rewrite(record.health_url),
-            "ws_url": rewrite(record.ws_url),
+            "port": main,
+            "base_url": _rewrite(record.base_url, host, main),
+            "health_url": _rewrite(record.health_url, host, main),
+            "ws_url": _rewrite(record.ws_url, host, main),
+            "url": _rewrite(record.url, host, main),
+            "ports": [
+                p.model_copy(
+                    update={
+                        "port": ports.get(p.name, p.port),
+                        "url": _rewrite(p.url, host, ports.get(p.name, p.port)),
+                    }
+                )
+                for p in record.ports
+            ],
         }
     )
 
@@ -104,7 +133,12 @@ class _Unhealthy(Exception):
 
 
 async def verify(record: DiscoveryRecord, seconds: float = 30.0) -> dict[str, Any]:
-    """GET the health URL through the forward until it answers 2xx (PortForwardLostError)."""
+    """GET the health URL through the forward until it answers 2xx (PortForwardLostError).
+    A service without an HTTP health URL (TCP ports, exec probes) was checked by its
+    readiness probe in the cluster: nothing more is checked here."""
+    if record.health_url is None:
+        return {"url": None, "ok": True, "checked": "readiness probe in the cluster"}
+    health_url = record.health_url
     retrying = AsyncRetrying(
         stop=stop_after_delay(seconds),
         wait=wait_exponential(multiplier=0.05, max=1.0),
@@ -117,7 +151,7 @@ async def verify(record: DiscoveryRecord, seconds: float = 30.0) -> dict[str, An
             async for attempt in retrying:
                 with attempt:
                     t0 = time.monotonic()
-                    response = await client.get(record.health_url)
+                    response = await client.get(health_url)
                     if not response.is_success:
                         raise _Unhealthy(f"HTTP {response.status_code}")
                     return {

@@ -15,12 +15,13 @@ library and every client import it (checked by the import-layer test).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -36,6 +37,8 @@ API_VERSION: Final = f"{GROUP}/{VERSION}"
 DISCOVERY_CONFIGMAP: Final = "testenv-discovery"
 DISCOVERY_SCHEMA_VERSION: Final = 1
 SERVICES_SECRET: Final = "testenv-secrets"
+#: The Secret holding an environment's generated credentials (``spec.secrets``, presets').
+CREDENTIALS_SECRET: Final = "testenv-credentials"
 MANAGED_BY: Final = "testenv-operator"
 FIELD_MANAGER: Final = "testenv-operator"
 
@@ -47,6 +50,10 @@ ENVIRONMENT_LABEL: Final = f"{GROUP}/environment"
 SPEC_HASH_LABEL: Final = f"{GROUP}/spec-hash"
 # Label on a service's pods, Deployment and Service, naming the service.
 SERVICE_LABEL: Final = f"{GROUP}/service"
+# Label on a job's Job and pods, naming the job.
+JOB_LABEL: Final = f"{GROUP}/job"
+# Annotation with a hash of what a Job or a pod template was rendered from.
+TEMPLATE_HASH_ANNOTATION: Final = f"{GROUP}/template-hash"
 
 
 def _project_version() -> str:
@@ -184,8 +191,80 @@ Duration = Annotated[
 Quantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi)?$", max_length=32)]
 
 
+# -- names and paths used by workloads -------------------------------------------------------
+#: A port name (IANA service name): at most 15 characters, starts with a letter.
+PORT_NAME: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+#: An absolute path without '..' segments, control characters or a trailing '/'.
+ABSOLUTE_PATH: Final = r"^(/[^/\x00-\x1f\x7f]+)+$"
+#: The most services and jobs of one environment (the dependency graph's size).
+MAX_SERVICES: Final = 20
+MAX_JOBS: Final = 10
+MAX_DEPENDENCIES: Final = 10
+#: Highest uid/gid a spec may choose (Pod Security "restricted": any non-zero id).
+MAX_ID: Final = 2147483647
+DEFAULT_UID: Final = 10001
+
+PortName = Annotated[str, Field(pattern=PORT_NAME, min_length=1, max_length=15)]
+SecretName = Annotated[str, Field(pattern=DNS1123_LABEL, min_length=1, max_length=63)]
+WorkloadName = Annotated[str, Field(pattern=DNS1035_LABEL, min_length=1, max_length=40)]
+AbsolutePath = Annotated[str, Field(pattern=ABSOLUTE_PATH, max_length=256)]
+Text = Annotated[str, Field(max_length=4096, pattern=ENV_VALUE)]
+
+
+def _no_dot_segments(path: str) -> str:
+    if any(part in {".", ".."} for part in path.split("/")):
+        raise ValueError(f"path {path!r} must not contain '.' or '..' segments")
+    return path
+
+
+_PATH_RULES: Final = {
+    "x-kubernetes-validations": [
+        {
+            "rule": "!self.split('/').exists(p, p == '.' || p == '..')",
+            "message": "path must not contain '.' or '..' segments",
+        }
+    ]
+}
+CheckedPath = Annotated[
+    AbsolutePath, Field(json_schema_extra=_PATH_RULES), AfterValidator(_no_dot_segments)
+]
+
+
+def _exactly_one(*fields: str) -> dict[str, Any]:
+    has = ", ".join(f"has(self.{f})" for f in fields)
+    return {
+        "rule": f"[{has}].filter(x, x).size() == 1",
+        "message": "set exactly one of " + ", ".join(fields),
+    }
+
+
+class ServiceRef(_Model):
+    """A value taken from another service's address (resolved by the operator)."""
+
+    name: WorkloadName
+    #: The port (by name); default: the service's first port.
+    port: PortName | None = None
+    #: ``url`` (``http://host:port``, or ``postgresql://user@host:port/db`` for a preset),
+    #: ``host``, ``port``, ``address`` (``host:port``) or ``dsn``: a preset's URL *with* its
+    #: password (the value stays in the pod: it is assembled from the Secret by the kubelet).
+    field: Literal["url", "host", "port", "address", "dsn"] = "url"
+
+
 class EnvVar(_Model):
-    """A plain environment variable for a service's container."""
+    """An environment variable: a literal ``value``, a generated ``secret`` or a ``service``'s
+    address (at most one; none means the empty string)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "[has(self.value), has(self.secret), has(self.service)]"
+                    ".filter(x, x).size() <= 1",
+                    "message": "an env entry takes at most one of value, secret and service",
+                }
+            ]
+        }
+    )
 
     name: Annotated[
         str,
@@ -205,7 +284,10 @@ class EnvVar(_Model):
             },
         ),
     ]
-    value: Annotated[str, Field(max_length=4096, pattern=ENV_VALUE)] = ""
+    value: Annotated[str | None, Field(max_length=4096, pattern=ENV_VALUE)] = None
+    #: The name of one of the environment's ``secrets`` (or a preset's ``<service>-password``).
+    secret: SecretName | None = None
+    service: ServiceRef | None = None
 
     @field_validator("name")
     @classmethod
@@ -215,6 +297,12 @@ class EnvVar(_Model):
                 f"env name {name!r} is reserved: the operator sets PORT and TESTENV_* itself"
             )
         return name
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if sum(x is not None for x in (self.value, self.secret, self.service)) > 1:
+            raise ValueError(f"env {self.name}: give at most one of value, secret and service")
+        return self
 
 
 class ResourceList(_Model):
@@ -227,37 +315,350 @@ class Resources(_Model):
     limits: ResourceList = ResourceList(cpu="500m", memory="256Mi")
 
 
-class ServiceSpec(_Model):
-    """One service of an environment: a Deployment plus a Service of the same name."""
+class PortSpec(_Model):
+    """A named port of a service; the plugin forwards every one."""
 
-    name: Annotated[str, Field(pattern=DNS1035_LABEL, min_length=1, max_length=40)]
-    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE)]
-    port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    health_path: Annotated[str, Field(pattern=r"^/\S*$", max_length=256)] = "/health"
-    websocket_path: Annotated[str | None, Field(pattern=r"^/\S*$", max_length=256)] = None
-    env: Annotated[
-        list[EnvVar],
-        Field(
-            max_length=64,
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["name"],
-            },
-        ),
+    name: PortName
+    port: Annotated[int, Field(ge=1, le=65535)]
+    #: ``http`` ports get URLs and may be probed over HTTP; ``tcp`` ports only an address.
+    protocol: Literal["http", "tcp"] = "http"
+
+
+class HttpProbe(_Model):
+    path: Annotated[str, Field(pattern=r"^/\S*$", max_length=256)] = "/health"
+    #: The port's name; default: the service's first port.
+    port: PortName | None = None
+
+
+class TcpProbe(_Model):
+    port: PortName | None = None
+
+
+class ExecProbe(_Model):
+    command: Annotated[list[Text], Field(min_length=1, max_length=32)]
+
+
+class Probe(_Model):
+    """How the operator knows a service is Ready: one of ``http``, ``tcp``, ``exec``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_exactly_one("http", "tcp", "exec")]}
+    )
+
+    http: HttpProbe | None = None
+    tcp: TcpProbe | None = None
+    exec: ExecProbe | None = None
+    period_seconds: Annotated[int, Field(ge=1, le=300)] = 2
+    timeout_seconds: Annotated[int, Field(ge=1, le=60)] = 2
+    failure_threshold: Annotated[int, Field(ge=1, le=30)] = 3
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Probe:
+        if sum(x is not None for x in (self.http, self.tcp, self.exec)) != 1:
+            raise ValueError("a probe has exactly one of http, tcp and exec")
+        return self
+
+
+class FileSpec(_Model):
+    """A small file the operator renders into a ConfigMap and mounts read-only at ``path``."""
+
+    path: CheckedPath
+    content: Annotated[str, Field(max_length=16384, pattern=ENV_VALUE)]
+
+
+class ScratchDir(_Model):
+    """A writable, empty directory (an emptyDir) at ``path``; /tmp always is one."""
+
+    path: CheckedPath
+    size_limit: Quantity = "256Mi"
+
+
+def _unique(items: list[Any], attr: str, what: str) -> None:
+    values = [getattr(i, attr) for i in items]
+    dupes = sorted({str(v) for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"{what} must be unique; repeated: {', '.join(dupes)}")
+
+
+def _list_map(key: str = "name", **extra: Any) -> dict[str, Any]:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key], **extra}
+
+
+class _Workload(_Model):
+    """What services and jobs share: a container and what it needs."""
+
+    name: WorkloadName
+    image: Annotated[str | None, Field(min_length=1, max_length=512, pattern=IMAGE)] = None
+    #: The container's entrypoint (replaces the image's); ``args`` are its arguments.
+    command: Annotated[list[Text], Field(max_length=64)] = []
+    args: Annotated[list[Text], Field(max_length=64)] = []
+    env: Annotated[list[EnvVar], Field(max_length=64, json_schema_extra=_list_map())] = []
+    files: Annotated[list[FileSpec], Field(max_length=16, json_schema_extra=_list_map("path"))] = []
+    scratch: Annotated[
+        list[ScratchDir], Field(max_length=8, json_schema_extra=_list_map("path"))
     ] = []
-    args: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = []
-    replicas: Annotated[int, Field(ge=0, le=10)] = 1
+    #: Services (Ready) and jobs (succeeded) this one waits for before it starts.
+    depends_on: Annotated[
+        list[WorkloadName],
+        Field(max_length=MAX_DEPENDENCIES, json_schema_extra={"x-kubernetes-list-type": "set"}),
+    ] = []
     resources: Resources = Resources()
-    readiness_timeout: Duration = "120s"
+    #: The uid and gid the container runs as: any but 0 (Pod Security "restricted").
+    run_as_user: Annotated[int, Field(ge=1, le=MAX_ID)] = DEFAULT_UID
+    run_as_group: Annotated[int, Field(ge=1, le=MAX_ID)] = DEFAULT_UID
 
     @field_validator("env")
     @classmethod
     def _unique_env(cls, env: list[EnvVar]) -> list[EnvVar]:
-        names = [e.name for e in env]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate env names: {', '.join(dupes)}")
+        _unique(env, "name", "env names")
         return env
+
+    @model_validator(mode="after")
+    def _paths(self) -> _Workload:
+        paths = [f.path for f in self.files] + [s.path for s in self.scratch] + ["/tmp"]
+        dupes = sorted({p for p in paths if paths.count(p) > 1})
+        if dupes:
+            raise ValueError(
+                f"{self.name}: files and scratch paths must be distinct (and not /tmp, "
+                f"always a scratch directory); repeated: {', '.join(dupes)}"
+            )
+        if self.name in self.depends_on:
+            raise ValueError(f"{self.name} depends on itself: remove it from its dependsOn")
+        return self
+
+    def text_size(self) -> int:
+        """Characters of env, command, args and files (counted against MAX_SPEC_TEXT)."""
+        return (
+            sum(len(e.name) + len(e.value or "") for e in self.env)
+            + sum(len(a) for a in self.args + self.command)
+            + sum(len(f.content) for f in self.files)
+        )
+
+
+_WORKLOAD_RULES: Final[Any] = [
+    {
+        "rule": "!has(self.dependsOn) || !(self.name in self.dependsOn)",
+        "messageExpression": "self.name + ' depends on itself: remove it from its dependsOn'",
+    },
+    {
+        "rule": "(has(self.files) ? self.files.map(f, f.path) : [])"
+        ".all(p, !(has(self.scratch) && self.scratch.exists(s, s.path == p)) && p != '/tmp')"
+        " && (!has(self.scratch) || self.scratch.all(s, s.path != '/tmp'))",
+        "message": "files and scratch paths must be distinct, and not /tmp (always a scratch "
+        "directory)",
+    },
+]
+
+
+class Preset(StrEnum):
+    """Ready-made services: image, port, probe, credentials and data directory included."""
+
+    POSTGRES = "postgres"
+    REDIS = "redis"
+
+
+@dataclass(frozen=True)
+class PresetDefaults:
+    image: str
+    port: int
+    scheme: str
+    probe: list[str]
+    #: Env entries, ``{password}`` standing for the preset's password secret.
+    env: tuple[tuple[str, str | None], ...]
+    password_env: str
+    user_env: str | None = None
+    database_env: str | None = None
+    scratch: tuple[str, ...] = ()
+
+
+def preset_defaults(preset: Preset, tag: str = REFERENCE_IMAGE_TAG) -> PresetDefaults:
+    if preset is Preset.POSTGRES:
+        return PresetDefaults(
+            image=f"testenv/postgres:{tag}",
+            port=5432,
+            scheme="postgresql",
+            probe=["sh", "-c", 'exec pg_isready -q -h 127.0.0.1 -p "$PORT"'],
+            env=(("POSTGRES_USER", "app"), ("POSTGRES_DB", "app"), ("POSTGRES_PASSWORD", None)),
+            password_env="POSTGRES_PASSWORD",
+            user_env="POSTGRES_USER",
+            database_env="POSTGRES_DB",
+            scratch=("/var/lib/postgresql/data",),
+        )
+    return PresetDefaults(
+        image=f"testenv/redis:{tag}",
+        port=6379,
+        scheme="redis",
+        probe=[
+            "sh",
+            "-c",
+            'redis-cli -p "$PORT" --no-auth-warning -a "$REDIS_PASSWORD" ping | grep -q PONG',
+        ],
+        env=(("REDIS_PASSWORD", None),),
+        password_env="REDIS_PASSWORD",
+    )
+
+
+def password_secret(service: str) -> str:
+    """The secret a preset service's password is generated into (declare it to tune it)."""
+    return f"{service}-password"
+
+
+class ServiceSpec(_Workload):
+    """One service of an environment: a Deployment plus a Service of the same name.
+
+    Either ``image`` or ``preset``. Ports: ``ports``, or the shorthand ``port`` (one HTTP port
+    named ``http``), else the preset's, else 8080.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                *_WORKLOAD_RULES,
+                {
+                    "rule": "has(self.image) || has(self.preset)",
+                    "message": "a service needs an image (or a preset: postgres, redis)",
+                },
+                {
+                    "rule": "!(has(self.port) && has(self.ports) && size(self.ports) > 0)",
+                    "message": "give either port (one HTTP port) or ports, not both",
+                },
+                {
+                    "rule": "!has(self.ports) || self.ports.all(p, "
+                    "self.ports.exists_one(q, q.port == p.port))",
+                    "message": "port numbers of a service must be unique",
+                },
+            ]
+        }
+    )
+
+    preset: Preset | None = None
+    port: Annotated[int | None, Field(ge=1, le=65535)] = None
+    ports: Annotated[list[PortSpec], Field(max_length=8, json_schema_extra=_list_map())] = []
+    #: Readiness; default: HTTP GET ``healthPath`` on the first port if it is HTTP, else TCP
+    #: (a preset brings its own).
+    probe: Probe | None = None
+    health_path: Annotated[str, Field(pattern=r"^/\S*$", max_length=256)] = "/health"
+    websocket_path: Annotated[str | None, Field(pattern=r"^/\S*$", max_length=256)] = None
+    replicas: Annotated[int, Field(ge=0, le=10)] = 1
+    readiness_timeout: Duration = "120s"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSpec:
+        if self.image is None and self.preset is None:
+            raise ValueError(f"service {self.name}: give an image or a preset (postgres, redis)")
+        if self.port is not None and self.ports:
+            raise ValueError(f"service {self.name}: give either port or ports, not both")
+        _unique(self.ports, "port", f"service {self.name}: port numbers")
+        names = [p.name for p in self.effective_ports()]
+        probe_ports = (
+            [p.port for p in (self.probe.http, self.probe.tcp) if p is not None and p.port]
+            if self.probe
+            else []
+        )
+        unknown = [p for p in probe_ports if p not in names]
+        if unknown:
+            raise ValueError(
+                f"service {self.name}: the probe names port {unknown[0]!r}; "
+                f"its ports are {', '.join(names)}"
+            )
+        return self
+
+    # -- what the service resolves to ---------------------------------------------------
+    @property
+    def defaults(self) -> PresetDefaults | None:
+        return preset_defaults(self.preset) if self.preset is not None else None
+
+    def effective_image(self) -> str:
+        if self.image:
+            return self.image
+        assert self.defaults is not None  # checked by _consistent
+        return self.defaults.image
+
+    def effective_ports(self) -> list[PortSpec]:
+        if self.ports:
+            return list(self.ports)
+        if self.port is None and self.defaults is not None:
+            return [PortSpec(name=str(self.preset), port=self.defaults.port, protocol="tcp")]
+        return [PortSpec(name="http", port=self.port or 8080, protocol="http")]
+
+    @property
+    def main_port(self) -> PortSpec:
+        return self.effective_ports()[0]
+
+    def port_named(self, name: str | None) -> PortSpec:
+        """The port called ``name`` (the first one for None); KeyError if there is none."""
+        ports = self.effective_ports()
+        if name is None:
+            return ports[0]
+        for port in ports:
+            if port.name == name:
+                return port
+        raise KeyError(name)
+
+    def effective_probe(self) -> Probe:
+        if self.probe is not None:
+            return self.probe
+        if self.defaults is not None:
+            return Probe(exec=ExecProbe(command=self.defaults.probe))
+        if self.main_port.protocol == "http":
+            return Probe(http=HttpProbe(path=self.health_path))
+        return Probe(tcp=TcpProbe())
+
+    def effective_env(self) -> list[EnvVar]:
+        """The preset's env (its password from the secret ``<name>-password``) with the
+        service's own entries in their place."""
+        own = {e.name: e for e in self.env}
+        preset: list[EnvVar] = []
+        if self.defaults is not None:
+            for name, value in self.defaults.env:
+                if name in own:
+                    continue
+                if value is None:
+                    preset.append(EnvVar(name=name, secret=password_secret(self.name)))
+                else:
+                    preset.append(EnvVar(name=name, value=value))
+        return preset + list(self.env)
+
+    def effective_scratch(self) -> list[ScratchDir]:
+        own = {s.path for s in self.scratch}
+        extra = [
+            ScratchDir(path=p, size_limit="1Gi")
+            for p in (self.defaults.scratch if self.defaults else ())
+            if p not in own
+        ]
+        return extra + list(self.scratch)
+
+    def env_value(self, name: str) -> str | None:
+        """The literal value of an env entry (None if it has none)."""
+        return next((e.value for e in self.effective_env() if e.name == name), None)
+
+    # The plan's single-port attributes, kept for its clients.
+    @property
+    def http_port(self) -> int:
+        return self.main_port.port
+
+
+class JobSpec(_Workload):
+    """A one-shot container (a migration, seed data), run once its dependencies are Ready.
+    The environment is Ready only after every job succeeded; a failed job fails it."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _WORKLOAD_RULES})
+
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE)]
+    #: The longest the job may run (each attempt).
+    timeout: Duration = "10m"
+    #: Retries after a failed attempt before the job, and the environment, fail.
+    retries: Annotated[int, Field(ge=0, le=5)] = 0
+
+
+class SecretSpec(_Model):
+    """A credential the operator generates once per environment. Services take it with
+    ``env: [{name: X, secret: NAME}]``; the test side reads it (``testenv.secret(NAME)``).
+    It never appears in status, discovery, events or reports."""
+
+    name: SecretName
+    length: Annotated[int, Field(ge=8, le=256)] = 32
+    alphabet: Literal["alphanumeric", "hex", "urlsafe"] = "alphanumeric"
 
 
 def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
@@ -270,6 +671,7 @@ def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
         ServiceSpec(
             name="auth",
             image=f"testenv/auth:{tag}",
+            port=8080,
             env=[EnvVar(name="AUTH_SEED_USERS", value="test@example.com:password")],
         ),
         ServiceSpec(
@@ -279,30 +681,159 @@ def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
     ]
 
 
-def spec_text_size(services: list[ServiceSpec]) -> int:
-    """Characters of env names, env values and args over all services (MAX_SPEC_TEXT)."""
-    return sum(
-        sum(len(e.name) + len(e.value) for e in s.env) + sum(len(a) for a in s.args)
-        for s in services
+def spec_text_size(workloads: Sequence[_Workload]) -> int:
+    """Characters of env, command, args and files over all services and jobs."""
+    return sum(w.text_size() for w in workloads)
+
+
+def _cel_text(var: str) -> str:
+    return (
+        f"(has({var}.env) ? {var}.env.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0))"
+        ".sum() : 0)"
+        f" + (has({var}.args) ? {var}.args.map(a, size(a)).sum() : 0)"
+        f" + (has({var}.command) ? {var}.command.map(a, size(a)).sum() : 0)"
+        f" + (has({var}.files) ? {var}.files.map(f, size(f.content)).sum() : 0)"
     )
 
 
 _SPEC_TEXT_RULE: Final[dict[str, Any]] = {
-    "rule": "!has(self.services) || self.services.map(s, "
-    "(has(s.env) ? s.env.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)).sum() : 0)"
-    " + (has(s.args) ? s.args.map(a, size(a)).sum() : 0)).sum() <= " + str(MAX_SPEC_TEXT),
-    "message": f"env names, env values and args of all services may hold at most "
+    "rule": f"(has(self.services) ? self.services.map(s, {_cel_text('s')}).sum() : 0)"
+    f" + (has(self.jobs) ? self.jobs.map(j, {_cel_text('j')}).sum() : 0) <= {MAX_SPEC_TEXT}",
+    "message": f"env, command, args and files of all services and jobs may hold at most "
     f"{MAX_SPEC_TEXT} characters: put large configuration in the image",
 }
+
+# -- the admission policy: references between workloads, and cycles ---------------------------
+# These rules compare every workload with every other one: CEL in a CRD has no variables, and
+# its cost estimate refuses them. A ValidatingAdmissionPolicy (shipped with the CRD, built by
+# the operator's crd.py) has variables, computed once each. The models check the same.
+_S = "object.spec"
+_SERVICES = f"(has({_S}.services) ? {_S}.services : [])"
+_JOBS = f"(has({_S}.jobs) ? {_S}.jobs : [])"
+# The ports of a service ``t`` by name (the shorthand port is "http", a preset's its name).
+_CEL_PORTS = (
+    "(has(t.ports) && size(t.ports) > 0 ? t.ports.map(p, p.name)"
+    " : (has(t.preset) && !has(t.port) ? [t.preset] : ['http']))"
+)
+_BAD_DEPENDS = "has(w.dependsOn) && w.dependsOn.exists(d, !(d in variables.names))"
+_BAD_SECRET = "has(e.secret) && !(e.secret in variables.secrets)"
+_BAD_SERVICE = (
+    f"has(e.service) && !{_SERVICES}.exists(t, t.name == e.service.name"
+    f" && (!has(e.service.port) || e.service.port in {_CEL_PORTS})"
+    " && (!has(e.service.field) || e.service.field != 'dsn' || has(t.preset)))"
+)
+
+
+def _each_workload(condition: str, describe: str) -> str:
+    """A list of ``describe`` (over ``w``) for every service and job where ``condition``."""
+    return (
+        f"{_SERVICES}.filter(w, {condition}).map(w, {describe})"
+        f" + {_JOBS}.filter(w, {condition}).map(w, {describe})"
+    )
+
+
+def _env_problems(bad: str) -> str:
+    return _each_workload(
+        f"has(w.env) && w.env.exists(e, {bad})",
+        f"w.name + ' (env ' + w.env.filter(e, {bad}).map(e, e.name).join(', ') + ')'",
+    )
+
+
+def policy_variables(rounds: int = MAX_SERVICES + MAX_JOBS) -> list[tuple[str, str]]:
+    """The policy's variables. ``r0`` .. ``r<rounds>`` find cycles: ``rounds`` times, every
+    workload none of whose dependencies is left is peeled off; what remains is on (or behind)
+    a cycle. A node is a list of strings: its name, then its dependencies."""
+    node = "[w.name] + (has(w.dependsOn) ? w.dependsOn : [])"
+    out = [
+        ("names", f"{_SERVICES}.map(w, w.name) + {_JOBS}.map(w, w.name)"),
+        (
+            "secrets",
+            f"(has({_S}.secrets) ? {_S}.secrets.map(x, x.name) : [])"
+            f" + {_SERVICES}.filter(w, has(w.preset)).map(w, w.name + '-password')",
+        ),
+        (
+            "badDepends",
+            _each_workload(
+                _BAD_DEPENDS,
+                "w.name + ' -> ' + w.dependsOn.filter(d, !(d in variables.names)).join(', ')",
+            ),
+        ),
+        ("badSecrets", _env_problems(_BAD_SECRET)),
+        ("badServices", _env_problems(_BAD_SERVICE)),
+        ("r0", f"{_SERVICES}.map(w, {node}) + {_JOBS}.map(w, {node})"),
+    ]
+    for i in range(1, rounds + 1):
+        prev = f"variables.r{i - 1}"
+        out.append(
+            (f"r{i}", f"{prev}.filter(n, n.exists(d, d != n[0] && {prev}.exists(m, m[0] == d)))")
+        )
+    return out
+
+
+def policy_validations(rounds: int = MAX_SERVICES + MAX_JOBS) -> list[dict[str, str]]:
+    return [
+        {
+            "expression": "variables.names.all(n, variables.names.exists_one(m, m == n))",
+            "messageExpression": "'spec: services and jobs share one set of names; repeated: ' "
+            "+ variables.names.filter(n, !variables.names.exists_one(m, m == n)).join(', ')",
+        },
+        {
+            "expression": "size(variables.badDepends) == 0",
+            "messageExpression": "'spec: dependsOn names unknown services or jobs: ' + "
+            "variables.badDepends.join('; ')",
+        },
+        {
+            "expression": "size(variables.badSecrets) == 0",
+            "messageExpression": "'spec: env names unknown secrets (declare them in "
+            "spec.secrets): ' + variables.badSecrets.join('; ')",
+        },
+        {
+            "expression": "size(variables.badServices) == 0",
+            "messageExpression": "'spec: env takes an address from an unknown service or port, "
+            "or a dsn from a service without a preset: ' + variables.badServices.join('; ')",
+        },
+        {
+            "expression": f"size(variables.r{rounds}) == 0",
+            "messageExpression": "'spec: dependsOn has a cycle; on it or waiting for it: ' + "
+            f"variables.r{rounds}.map(n, n[0]).join(', ')",
+        },
+    ]
+
+
+_SPEC_RULES: Final[Any] = [dict(_SPEC_TEXT_RULE)]
+
+
+def dependency_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A cycle of ``graph`` (name -> names it depends on) as ``[a, b, ..., a]``, or None."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done or node not in graph:
+            return None
+        path.append(node)
+        for dep in graph[node]:
+            found = visit(dep)
+            if found:
+                return found
+        path.pop()
+        done.add(node)
+        return None
+
+    for node in graph:
+        found = visit(node)
+        if found:
+            return found
+    return None
 
 
 class TestEnvironmentSpec(_Model):
     """What a user declares. Every field has a default: ``spec: {}`` is a valid environment."""
 
     __test__ = False  # not a pytest test class, despite the name
-    model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [dict(_SPEC_TEXT_RULE)]},
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
 
     namespace: Annotated[
         str | None,
@@ -323,19 +854,25 @@ class TestEnvironmentSpec(_Model):
     services: Annotated[
         list[ServiceSpec],
         Field(
-            max_length=20,
-            json_schema_extra={
-                "x-kubernetes-list-type": "map",
-                "x-kubernetes-list-map-keys": ["name"],
-                "x-kubernetes-validations": [
-                    {
-                        "rule": "self.all(a, self.exists_one(b, b.port == a.port))",
-                        "message": "service ports must be unique: give every service its own port",
-                    }
-                ],
-            },
+            max_length=MAX_SERVICES,
+            json_schema_extra=_list_map(
+                **{
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "self.all(a, !has(a.port) || "
+                            "self.exists_one(b, has(b.port) && b.port == a.port))",
+                            "message": "service ports must be unique: give every service "
+                            "its own port",
+                        }
+                    ]
+                }
+            ),
         ),
     ] = Field(default_factory=reference_services)
+    #: One-shot containers: migrations, seed data.
+    jobs: Annotated[list[JobSpec], Field(max_length=MAX_JOBS, json_schema_extra=_list_map())] = []
+    #: Credentials generated per environment.
+    secrets: Annotated[list[SecretSpec], Field(max_length=32, json_schema_extra=_list_map())] = []
     ttl: Duration = "1h"
     lease: Duration | None = None
     labels: Annotated[
@@ -359,23 +896,75 @@ class TestEnvironmentSpec(_Model):
         ),
     ] = {}
 
+    @property
+    def workloads(self) -> list[ServiceSpec | JobSpec]:
+        return [*self.services, *self.jobs]
+
+    def secret_names(self) -> list[str]:
+        """Declared secrets, then presets' passwords that are not declared."""
+        declared = [s.name for s in self.secrets]
+        implied = [password_secret(s.name) for s in self.services if s.preset is not None]
+        return declared + [n for n in implied if n not in declared]
+
+    def secret_spec(self, name: str) -> SecretSpec:
+        return next((s for s in self.secrets if s.name == name), SecretSpec(name=name))
+
     @model_validator(mode="after")
     def _text_bounded(self) -> TestEnvironmentSpec:
-        total = spec_text_size(self.services)
+        total = spec_text_size(self.workloads)
         if total > MAX_SPEC_TEXT:
             raise ValueError(
-                f"env names, env values and args of all services hold {total} characters; "
-                f"at most {MAX_SPEC_TEXT}: put large configuration in the image"
+                f"env, command, args and files of all services and jobs hold {total} "
+                f"characters; at most {MAX_SPEC_TEXT}: put large configuration in the image"
             )
         return self
 
     @model_validator(mode="after")
     def _unique_services(self) -> TestEnvironmentSpec:
-        for attr in ("name", "port"):
-            values = [getattr(s, attr) for s in self.services]
-            dupes = sorted({str(v) for v in values if values.count(v) > 1})
-            if dupes:
-                raise ValueError(f"service {attr}s must be unique; repeated: {', '.join(dupes)}")
+        _unique(self.workloads, "name", "service and job names")
+        _unique([s for s in self.services if s.port is not None], "port", "service ports")
+        _unique(self.secrets, "name", "secret names")
+        return self
+
+    @model_validator(mode="after")
+    def _references(self) -> TestEnvironmentSpec:
+        names = {w.name for w in self.workloads}
+        services = {s.name: s for s in self.services}
+        secrets = set(self.secret_names())
+        for w in self.workloads:
+            unknown = [d for d in w.depends_on if d not in names]
+            if unknown:
+                raise ValueError(
+                    f"{w.name}: dependsOn names unknown services or jobs: {', '.join(unknown)}"
+                )
+            for e in w.env:
+                if e.secret is not None and e.secret not in secrets:
+                    raise ValueError(
+                        f"{w.name}: env {e.name} names the unknown secret {e.secret!r}: "
+                        "declare it in spec.secrets"
+                    )
+                if e.service is not None:
+                    target = services.get(e.service.name)
+                    if target is None:
+                        raise ValueError(
+                            f"{w.name}: env {e.name} names the unknown service {e.service.name!r}"
+                        )
+                    try:
+                        target.port_named(e.service.port)
+                    except KeyError:
+                        ports = ", ".join(p.name for p in target.effective_ports())
+                        raise ValueError(
+                            f"{w.name}: env {e.name}: service {target.name} has no port "
+                            f"{e.service.port!r} (its ports: {ports})"
+                        ) from None
+                    if e.service.field == "dsn" and target.preset is None:
+                        raise ValueError(
+                            f"{w.name}: env {e.name}: only a preset service (postgres, redis) "
+                            f"has a dsn; {target.name} has none"
+                        )
+        cycle = dependency_cycle({w.name: w.depends_on for w in self.workloads})
+        if cycle:
+            raise ValueError(f"dependsOn has a cycle: {' -> '.join(cycle)}")
         return self
 
     @field_validator("namespace")
@@ -405,6 +994,12 @@ class TestEnvironmentSpec(_Model):
         for svc in self.services:
             if svc.name == name:
                 return svc
+        raise KeyError(name)
+
+    def job(self, name: str) -> JobSpec:
+        for job in self.jobs:
+            if job.name == name:
+                return job
         raise KeyError(name)
 
 
@@ -451,6 +1046,24 @@ class ServiceStatus(_Model):
     timings: ServiceTimings = ServiceTimings()
 
 
+class JobPhase(StrEnum):
+    WAITING = "Waiting"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class JobStatus(_Model):
+    name: str
+    phase: JobPhase = JobPhase.WAITING
+    reason: str | None = None
+    #: Why it waits or failed (with the job's last log lines when it failed).
+    message: str | None = None
+    #: Seconds since the environment's creation.
+    started: float | None = None
+    finished: float | None = None
+
+
 class Timings(_Model):
     """Seconds since the environment's creation at which each step completed."""
 
@@ -468,16 +1081,32 @@ class TestEnvironmentStatus(_Model):
     observed_generation: int | None = None
     conditions: list[Condition] = []
     services: list[ServiceStatus] = []
+    jobs: list[JobStatus] = []
     ready_services: str | None = None  # "2/3", for the printer column
     timings: Timings = Timings()
     expires_at: str | None = None
+
+
+class PortRecord(BaseModel):
+    """One port of a service in a discovery record."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    port: int
+    protocol: str = "http"
+    #: ``http://host:port`` for an HTTP port, the preset's URL (no password) for its port.
+    url: str | None = None
 
 
 class DiscoveryRecord(_Model):
     """How to reach one service: a value of the discovery ConfigMap (``<service>.json``).
 
     Records from the operator hold in-cluster addresses; the plugin writes the same record,
-    rewritten to its local port-forward, into ``.service_discovery/<service>.json``.
+    rewritten to its local port-forwards, into ``.service_discovery/<service>.json``.
+    ``port``, ``base_url`` and ``health_url`` describe the first port (the plan's fields);
+    ``ports`` every port. Credentials are never part of a record: ``password_secret`` only
+    names the secret that holds the password.
     """
 
     model_config = ConfigDict(alias_generator=None, extra="ignore", frozen=True)
@@ -486,23 +1115,81 @@ class DiscoveryRecord(_Model):
     name: str
     host: str
     port: int
-    base_url: str
-    health_url: str
+    base_url: str | None = None
+    health_url: str | None = None
     ws_url: str | None = None
+    ports: list[PortRecord] = []
+    #: A preset's connection URL without the password (``postgresql://app@host:5432/app``).
+    url: str | None = None
+    username: str | None = None
+    database: str | None = None
+    password_secret: str | None = None
 
     @classmethod
     def for_service(cls, svc: ServiceSpec, host: str, port: int | None = None) -> DiscoveryRecord:
-        port = port or svc.port
-        base = f"http://{host}:{port}"
-        ws = f"ws://{host}:{port}{svc.websocket_path}" if svc.websocket_path else None
+        """The record of ``svc`` at ``host``; ``port`` replaces its first port (local mode)."""
+        ports = svc.effective_ports()
+        if port is not None:
+            ports = [ports[0].model_copy(update={"port": port}), *ports[1:]]
+        defaults = svc.defaults
+        username = database = password = None
+        if defaults is not None:
+            username = svc.env_value(defaults.user_env) if defaults.user_env else None
+            database = svc.env_value(defaults.database_env) if defaults.database_env else None
+            password = password_secret(svc.name)
+            password = next(
+                (e.secret for e in svc.effective_env() if e.name == defaults.password_env),
+                password,
+            )
+
+        def port_url(p: PortSpec) -> str | None:
+            if p.protocol == "http":
+                return f"http://{host}:{p.port}"
+            if defaults is not None and p is ports[0]:
+                user = f"{username}@" if username else ""
+                path = f"/{database}" if database else ""
+                return f"{defaults.scheme}://{user}{host}:{p.port}{path}"
+            return None
+
+        main = ports[0]
+        records = [
+            PortRecord(name=p.name, port=p.port, protocol=p.protocol, url=port_url(p))
+            for p in ports
+        ]
+        base = records[0].url if main.protocol == "http" else None
+        probe = svc.effective_probe()
+        health = None
+        if base is not None:
+            http = probe.http
+            if http is not None and (http.port is None or http.port == main.name):
+                health = f"{base}{http.path}"
+            elif http is None:
+                health = None
+        ws = f"ws://{host}:{main.port}{svc.websocket_path}" if svc.websocket_path else None
         return cls(
             name=svc.name,
             host=host,
-            port=port,
+            port=main.port,
             base_url=base,
-            health_url=f"{base}{svc.health_path}",
+            health_url=health,
             ws_url=ws,
+            ports=records,
+            url=records[0].url if defaults is not None else None,
+            username=username,
+            database=database,
+            password_secret=password,
         )
+
+    def port_named(self, name: str | None) -> PortRecord:
+        """The port called ``name`` (the first for None); KeyError if there is none."""
+        if not self.ports:
+            return PortRecord(name="http", port=self.port, url=self.base_url)
+        if name is None:
+            return self.ports[0]
+        for port in self.ports:
+            if port.name == name:
+                return port
+        raise KeyError(name)
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=False)

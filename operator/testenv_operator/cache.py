@@ -23,6 +23,7 @@ Obj = Mapping[str, Any]
 #: Child kinds indexed by environment name, and the kopf index (handler) that holds each.
 CHILD_INDEXES: dict[str, str] = {
     "Deployment": "deployments_by_environment",
+    "Job": "jobs_by_environment",
     "Pod": "pods_by_environment",
     "Service": "services_by_environment",
     "ConfigMap": "configmaps_by_environment",

@@ -28,6 +28,7 @@ MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 #: The child kinds the operator watches: only objects it labelled, filtered by the API server.
 CHILD_RESOURCES = (
     ("apps", "v1", "deployments"),
+    ("batch", "v1", "jobs"),
     ("v1", "services"),
     ("v1", "pods"),
     ("v1", "configmaps"),
@@ -94,6 +95,11 @@ def deployments_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -
     return index_entry(labels.get(ENVIRONMENT_LABEL), body)
 
 
+@kopf.index("batch", "v1", "jobs", labels=MANAGED)
+def jobs_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+
+
 @kopf.index("v1", "pods", labels=MANAGED)
 def pods_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
     return index_entry(labels.get(ENVIRONMENT_LABEL), body)
@@ -154,6 +160,7 @@ async def environment_event(
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
 @kopf.on.event("v1", "pods", labels=MANAGED)
 @kopf.on.event("v1", "configmaps", labels=MANAGED)

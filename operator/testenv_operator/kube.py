@@ -36,6 +36,7 @@ KINDS: dict[str, Kind] = {
     "Pod": Kind("v1", "pods", True),
     "Event": Kind("v1", "events", True),
     "Deployment": Kind("apps/v1", "deployments", True),
+    "Job": Kind("batch/v1", "jobs", True),
     "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", True),
     "TestEnvironment": Kind(f"{GROUP}/{VERSION}", PLURAL, False),
 }

@@ -17,6 +17,7 @@ deleted objects and deletes the environment once its ttl or lease has run out.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import secrets
@@ -28,8 +29,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from testenv.api import (
+    CREDENTIALS_SECRET,
     DISCOVERY_CONFIGMAP,
+    JOB_LABEL,
     SERVICE_LABEL,
+    TEMPLATE_HASH_ANNOTATION,
+    JobPhase,
     Phase,
     TestEnvironmentSpec,
     TestEnvironmentStatus,
@@ -40,11 +45,15 @@ from testenv_operator.cache import ApiReads, Reads
 from testenv_operator.kube import KubeClient, KubeError
 from testenv_operator.settings import Settings
 from testenv_operator.status import (
+    JobObservation,
     Observation,
     ServiceObservation,
     compute_status,
     parse_status,
+    ready_workloads,
+    startable,
     status_patch,
+    waiting_for,
 )
 from testenv_operator.timeutil import now, parse_time
 
@@ -124,6 +133,8 @@ class EnvState:
     written_status: Obj | None = None
     #: The discovery data last applied (a cache may not show it yet).
     published: Obj | None = None
+    #: Services and jobs whose Deployment or Job was applied (the others wait: dependsOn).
+    started: set[str] = field(default_factory=set)
     #: A spec generation the API server refused, and why (not retried until it changes).
     refused_generation: int | None = None
     refused_message: str | None = None
@@ -209,14 +220,20 @@ class Reconciler:
         if _terminating(ns):
             state.reapply = True
             return False
-        objects = render.render_environment(env.name, env.uid, env.spec)
+        deployments, jobs = await self._workloads(env)
+        ready = ready_workloads(env.spec, deployments, jobs)
+        started = startable(env.spec, set(deployments) | set(jobs), ready)
+        objects = render.render_environment(env.name, env.uid, env.spec, started)
         namespace, rest = objects[0], objects[1:]
         await self.kube.apply(namespace)
-        # The Secret exists before any pod that reads it, or the kubelet reports
+        # The Secrets exist before any pod that reads them, or the kubelet reports
         # CreateContainerConfigError ("secret not found") for pods created in between.
         secret = render.render_secret(env.name, env.uid, env.spec, secrets.token_urlsafe(32))
         created_secret = await self.kube.create(secret) is not None
+        await self._ensure_credentials(env)
+        rest = await self._without_current_jobs(env, rest, jobs)
         await asyncio.gather(*(self.kube.apply(obj) for obj in rest))
+        state.started = started
         first = state.applied_generation is None
         state.applied_generation = env.generation
         state.applied_at = self.clock()
@@ -227,6 +244,66 @@ class Reconciler:
             self._event(env, "Normal", "NamespaceReady", f"created namespace {env.namespace}")
         self._event(env, "Normal", "Applied" if first else "Reapplied", f"applied {what}")
         return True
+
+    async def _workloads(self, env: Environment) -> tuple[dict[str, Obj], dict[str, Obj]]:
+        """The environment's Deployments and Jobs by name."""
+        deployments, jobs = await asyncio.gather(
+            self.reads.children("Deployment", env.name, env.namespace),
+            self.reads.children("Job", env.name, env.namespace),
+        )
+        return (
+            {str(d["metadata"]["name"]): d for d in deployments},
+            {str(j["metadata"]["name"]): j for j in jobs},
+        )
+
+    async def _without_current_jobs(
+        self, env: Environment, objects: list[render.Obj], jobs: Mapping[str, Obj]
+    ) -> list[render.Obj]:
+        """``objects`` without the Jobs that exist already. A Job's template cannot change: an
+        existing Job rendered from something else is deleted (its deletion wakes the monitor,
+        which then creates it anew)."""
+        kept = []
+        for obj in objects:
+            existing = jobs.get(obj["metadata"]["name"]) if obj["kind"] == "Job" else None
+            if existing is None:
+                kept.append(obj)
+                continue
+            want = obj["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION]
+            have = ((existing.get("metadata") or {}).get("annotations") or {}).get(
+                TEMPLATE_HASH_ANNOTATION
+            )
+            if have != want and not (existing.get("metadata") or {}).get("deletionTimestamp"):
+                self._event(
+                    env,
+                    "Normal",
+                    "JobChanged",
+                    f"job {obj['metadata']['name']} changed: rerunning it",
+                )
+                await self.kube.delete("Job", obj["metadata"]["name"], env.namespace)
+        return kept
+
+    async def _ensure_credentials(self, env: Environment) -> None:
+        """Generate the secrets the spec names that the Secret does not hold yet (values are
+        generated once and never changed; they are never logged)."""
+        names = env.spec.secret_names()
+        if not names:
+            return
+        existing = await self.kube.get("Secret", CREDENTIALS_SECRET, env.namespace)
+        data = {
+            key: base64.b64decode(value).decode()
+            for key, value in ((existing or {}).get("data") or {}).items()
+        }
+        missing = [n for n in names if n not in data]
+        if not missing:
+            return
+        values = {**data, **{n: render.generate_secret(env.spec.secret_spec(n)) for n in missing}}
+        obj = render.render_credentials(env.name, env.uid, env.spec, values)
+        if existing is None:
+            if await self.kube.create(obj) is None:  # created meanwhile: add to that one
+                await self._ensure_credentials(env)
+        else:
+            await self.kube.apply(obj)
+        self._event(env, "Normal", "SecretsGenerated", "generated " + ", ".join(missing))
 
     # --- observe & status ------------------------------------------------------------------
 
@@ -255,6 +332,29 @@ class Reconciler:
             lines = diagnose.last_lines(logs, self.settings.log_tail_lines)
         return events, lines
 
+    async def _job_details(
+        self, env: Environment, jo: JobObservation
+    ) -> tuple[list[str], list[str]]:
+        """Last events and log lines of a failed job's newest pod."""
+        pods = sorted(
+            jo.pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or "")
+        )
+        target = str(pods[-1]["metadata"]["name"]) if pods else jo.spec.name
+        events_raw = await self.kube.list(
+            "Event", env.namespace, field_selector=f"involvedObject.name={target}"
+        )
+        lines: list[str] = []
+        if pods and self.settings.log_tail_lines:
+            logs = await self.kube.pod_logs(
+                env.namespace,
+                target,
+                jo.spec.name,
+                previous=False,
+                tail=self.settings.log_tail_lines,
+            )
+            lines = diagnose.last_lines(logs, self.settings.log_tail_lines)
+        return diagnose.last_events(events_raw), lines
+
     async def observe(self, env: Environment, state: EnvState) -> tuple[Observation, list[str]]:
         ns, conflict = await self.namespace_conflict(env)
         obs = Observation(
@@ -271,8 +371,8 @@ class Reconciler:
             return obs, []
         if conflict or ns is None:
             return obs, [] if conflict else ["Namespace/" + env.namespace]
-        deployments, pods, services, configmaps = await asyncio.gather(
-            self.reads.children("Deployment", env.name, env.namespace),
+        (by_name, jobs), pods, services, configmaps = await asyncio.gather(
+            self._workloads(env),
             self.reads.children("Pod", env.name, env.namespace),
             self.reads.children("Service", env.name, env.namespace),
             self.reads.children("ConfigMap", env.name, env.namespace),
@@ -280,27 +380,48 @@ class Reconciler:
         discovery = next(
             (c for c in configmaps if c["metadata"]["name"] == DISCOVERY_CONFIGMAP), None
         )
-        by_name = {str(d["metadata"]["name"]): d for d in deployments}
         service_names = {str(s["metadata"]["name"]) for s in services}
-        started = state.applied_at or env.created
+        applied = state.applied_at or env.created
+        ready = ready_workloads(env.spec, by_name, jobs)
         missing: list[str] = []
+
+        def pods_labelled(label: str, value: str) -> list[Obj]:
+            return [
+                p for p in pods if (p.get("metadata") or {}).get("labels", {}).get(label) == value
+            ]
+
         for svc in env.spec.services:
             deployment = by_name.get(svc.name)
-            if deployment is None:
+            waits = waiting_for(svc, ready) if deployment is None else []
+            if deployment is None and not waits:
                 missing.append(f"Deployment/{svc.name}")
             if svc.name not in service_names:
                 missing.append(f"Service/{svc.name}")
-            svc_pods = [
-                p
-                for p in pods
-                if (p.get("metadata") or {}).get("labels", {}).get(SERVICE_LABEL) == svc.name
-            ]
+            # The readiness timeout counts from the Deployment's creation (dependsOn).
+            created = parse_time(
+                ((deployment or {}).get("metadata") or {}).get("creationTimestamp")
+            )
+            since = max(applied, created) if created is not None else applied
             obs.services.append(
                 ServiceObservation(
                     spec=svc,
                     deployment=deployment,
-                    pods=svc_pods,
-                    deadline=started + parse_duration(svc.readiness_timeout),
+                    pods=pods_labelled(SERVICE_LABEL, svc.name),
+                    deadline=None if waits else since + parse_duration(svc.readiness_timeout),
+                    waiting_for=waits,
+                )
+            )
+        for job in env.spec.jobs:
+            existing = jobs.get(job.name)
+            waits = waiting_for(job, ready) if existing is None else []
+            if existing is None and not waits:
+                missing.append(f"Job/{job.name}")
+            obs.jobs.append(
+                JobObservation(
+                    spec=job,
+                    job=existing,
+                    pods=pods_labelled(JOB_LABEL, job.name),
+                    waiting_for=waits,
                 )
             )
         wanted = render.render_discovery(env.name, env.uid, env.spec)["data"]
@@ -325,12 +446,25 @@ class Reconciler:
                 or prev_services[so.spec.name].reason != st.reason
             )
         ]
-        if needs_details:
+        prev_jobs = {j.name: j for j in (previous.jobs if previous else [])}
+        failed_jobs = [
+            jo
+            for jo, st in zip(obs.jobs, status.jobs, strict=True)
+            if st.phase is JobPhase.FAILED
+            and (
+                prev_jobs.get(jo.spec.name) is None
+                or prev_jobs[jo.spec.name].phase is not JobPhase.FAILED
+            )
+        ]
+        if needs_details or failed_jobs:
             details = await asyncio.gather(
                 *(self._details(env, so, diagnose.diagnose_pods(so.pods)) for so in needs_details)
             )
             for so, (events, lines) in zip(needs_details, details, strict=True):
                 so.events, so.log_lines = events, lines
+            job_details = await asyncio.gather(*(self._job_details(env, jo) for jo in failed_jobs))
+            for jo, (events, lines) in zip(failed_jobs, job_details, strict=True):
+                jo.events, jo.log_lines = events, lines
             status = compute_status(obs, previous)
 
         all_ready = bool(status.services) and all(s.ready for s in status.services)
@@ -356,6 +490,9 @@ class Reconciler:
             for so, st in zip(obs.services, status.services, strict=True)
             if not st.ready and so.deadline is not None and so.deadline > obs.now
         ]
+        if missing and state.applied_at is not None and not self._settled(state):
+            # Look again once the reads can be trusted (a dependency just became Ready).
+            deadlines.append(state.applied_at + self.reads.lag)
         return RefreshResult(status, missing, min(deadlines) if deadlines else None)
 
     def _post_transitions(
@@ -413,7 +550,20 @@ class Reconciler:
                 await self._apply_or_fail(env, state)
             result = await self.refresh(env, state)
             if result.missing and state.applied_generation is not None and self._settled(state):
-                self._event(env, "Normal", "Recreating", "recreating " + ", ".join(result.missing))
+                names = {m.split("/", 1)[1] for m in result.missing}
+                if names <= state.started:
+                    self._event(
+                        env, "Normal", "Recreating", "recreating " + ", ".join(result.missing)
+                    )
+                else:
+                    self._event(
+                        env,
+                        "Normal",
+                        "Starting",
+                        "starting "
+                        + ", ".join(sorted(names - state.started))
+                        + ": what they depend on is Ready",
+                    )
                 await self._apply_or_fail(env, state)
                 fresh = await self._environment(name, state)
                 if fresh is None:

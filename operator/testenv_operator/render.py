@@ -7,7 +7,11 @@ carry the shape of the objects.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
+import string
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
@@ -16,17 +20,25 @@ import yaml
 
 from testenv.api import (
     API_VERSION,
+    CREDENTIALS_SECRET,
     DISCOVERY_CONFIGMAP,
+    ENV_PORT,
     ENV_SECRET_KEY,
     ENVIRONMENT_LABEL,
+    JOB_LABEL,
     KIND,
     MANAGED_BY,
     SERVICE_LABEL,
     SERVICES_SECRET,
+    TEMPLATE_HASH_ANNOTATION,
     DiscoveryRecord,
+    JobSpec,
+    SecretSpec,
+    ServiceRef,
     ServiceSpec,
     TestEnvironmentSpec,
     contract_env,
+    parse_duration,
     pod_selector,
 )
 
@@ -101,20 +113,62 @@ def service_host(service: ServiceSpec, namespace: str) -> str:
 
 
 def service_url(service: ServiceSpec, namespace: str) -> str:
-    return f"http://{service_host(service, namespace)}:{service.port}"
+    """The in-cluster URL of a service's first port (a preset's without its password)."""
+    record = DiscoveryRecord.for_service(service, service_host(service, namespace))
+    port = record.ports[0]
+    return port.url or f"tcp://{record.host}:{port.port}"
+
+
+def _password_variable(service: str) -> str:
+    return f"TESTENV_PASSWORD_{service.upper().replace('-', '_')}"
+
+
+def _secret_ref(secret: str) -> Obj:
+    return {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": secret}}
+
+
+def _literal(value: str) -> str:
+    """A literal env value as the kubelet reads it: ``$(X)`` would expand another variable."""
+    return value.replace("$(", "$$(")
+
+
+def _service_value(
+    ref: ServiceRef, spec: TestEnvironmentSpec, namespace: str, env: list[Obj]
+) -> str:
+    target = spec.service(ref.name)
+    record = DiscoveryRecord.for_service(target, service_host(target, namespace))
+    port = record.port_named(ref.port)
+    if ref.field == "host":
+        return record.host
+    if ref.field == "port":
+        return str(port.port)
+    if ref.field == "address":
+        return f"{record.host}:{port.port}"
+    if ref.field == "dsn":
+        defaults = target.defaults
+        assert defaults is not None  # the models refuse a dsn of a service without a preset
+        variable = _password_variable(target.name)
+        if not any(e["name"] == variable for e in env):
+            env.append({"name": variable, "valueFrom": _secret_ref(record.password_secret or "")})
+        user = record.username or ""
+        path = f"/{record.database}" if record.database else ""
+        return f"{defaults.scheme}://{user}:$({variable})@{record.host}:{port.port}{path}"
+    return port.url or f"tcp://{record.host}:{port.port}"
 
 
 def container_env(
-    name: str, namespace: str, spec: TestEnvironmentSpec, service: ServiceSpec
+    name: str, namespace: str, spec: TestEnvironmentSpec, workload: ServiceSpec | JobSpec
 ) -> list[Obj]:
-    """The environment contract of ARCHITECTURE.md, then the service's own env."""
+    """The environment contract of ARCHITECTURE.md, then the workload's own env."""
     plain = contract_env(
         environment=name,
         namespace=namespace,
-        service=service.name,
-        port=service.port,
+        service=workload.name,
+        port=workload.main_port.port if isinstance(workload, ServiceSpec) else 0,
         urls={other.name: service_url(other, namespace) for other in spec.services},
     )
+    if not isinstance(workload, ServiceSpec):
+        plain.pop(ENV_PORT)
     env: list[Obj] = [{"name": k, "value": v} for k, v in plain.items()]
     env.append(
         {
@@ -122,8 +176,91 @@ def container_env(
             "valueFrom": {"secretKeyRef": {"name": SERVICES_SECRET, "key": SECRET_KEY}},
         }
     )
-    env += [{"name": var.name, "value": var.value} for var in service.env]
+    own = workload.effective_env() if isinstance(workload, ServiceSpec) else workload.env
+    for var in own:
+        if var.secret is not None:
+            env.append({"name": var.name, "valueFrom": _secret_ref(var.secret)})
+        elif var.service is not None:
+            value = _service_value(var.service, spec, namespace, env)
+            env.append({"name": var.name, "value": value})
+        else:
+            env.append({"name": var.name, "value": _literal(var.value or "")})
     return env
+
+
+def _probe(service: ServiceSpec) -> Obj:
+    probe = service.effective_probe()
+    timing = {
+        "periodSeconds": probe.period_seconds,
+        "timeoutSeconds": probe.timeout_seconds,
+        "failureThreshold": probe.failure_threshold,
+    }
+    if probe.http is not None:
+        port = service.port_named(probe.http.port).name
+        return {"httpGet": {"path": probe.http.path, "port": port}, **timing}
+    if probe.tcp is not None:
+        return {"tcpSocket": {"port": service.port_named(probe.tcp.port).name}, **timing}
+    assert probe.exec is not None
+    return {"exec": {"command": list(probe.exec.command)}, **timing}
+
+
+def files_configmap_name(workload: ServiceSpec | JobSpec) -> str:
+    return f"{workload.name}-files"
+
+
+def _file_key(index: int) -> str:
+    return f"file-{index}"
+
+
+def _container(
+    name: str, namespace: str, spec: TestEnvironmentSpec, workload: ServiceSpec | JobSpec
+) -> dict[str, Any]:
+    """What the pod template needs beyond the workload itself."""
+    mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+    scratch = (
+        workload.effective_scratch() if isinstance(workload, ServiceSpec) else workload.scratch
+    )
+    for i, dir_ in enumerate(scratch):
+        mounts.append({"name": f"scratch-{i}", "mountPath": dir_.path})
+        volumes.append({"name": f"scratch-{i}", "emptyDir": {"sizeLimit": dir_.size_limit}})
+    for i, file in enumerate(workload.files):
+        mounts.append(
+            {"name": "files", "mountPath": file.path, "subPath": _file_key(i), "readOnly": True}
+        )
+    if workload.files:
+        volumes.append({"name": "files", "configMap": {"name": files_configmap_name(workload)}})
+    container: dict[str, Any] = {
+        "env": container_env(name, namespace, spec, workload),
+        "mounts": mounts,
+        "volumes": volumes,
+        "ports": [],
+        "probe": None,
+        "restart_policy": None,
+    }
+    if isinstance(workload, ServiceSpec):
+        container["image"] = workload.effective_image()
+        container["ports"] = [
+            {"name": p.name, "containerPort": p.port, "protocol": "TCP"}
+            for p in workload.effective_ports()
+        ]
+        container["probe"] = _probe(workload)
+    else:
+        container["image"] = workload.image
+        container["restart_policy"] = "Never"
+    return container
+
+
+def _template_hash(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _pod_annotations(workload: ServiceSpec | JobSpec) -> dict[str, str]:
+    """A hash of the files: pods restart when a file changes (subPath mounts never update)."""
+    if not workload.files:
+        return {}
+    return {TEMPLATE_HASH_ANNOTATION: _template_hash([f.to_wire() for f in workload.files])}
 
 
 def _context(name: str, uid: str, spec: TestEnvironmentSpec) -> dict[str, Any]:
@@ -148,11 +285,16 @@ def render_namespace(name: str, uid: str, spec: TestEnvironmentSpec) -> Obj:
 
 def render_service(name: str, uid: str, spec: TestEnvironmentSpec, service: ServiceSpec) -> Obj:
     ctx = _context(name, uid, spec)
+    ports = [
+        {"name": p.name, "protocol": "TCP", "port": p.port, "targetPort": p.name}
+        for p in service.effective_ports()
+    ]
     return render_template(
         "service.yaml.j2",
         service=service,
         service_labels=_service_labels(name, spec, service),
         selector=service_selector(name, service),
+        ports=ports,
         **ctx,
     )
 
@@ -166,6 +308,15 @@ def _service_labels(name: str, spec: TestEnvironmentSpec, service: ServiceSpec) 
     }
 
 
+def job_labels(name: str, spec: TestEnvironmentSpec, job: JobSpec) -> dict[str, str]:
+    return {
+        **base_labels(name, spec),
+        "app.kubernetes.io/name": job.name,
+        "app.kubernetes.io/instance": name,
+        JOB_LABEL: job.name,
+    }
+
+
 def render_deployment(name: str, uid: str, spec: TestEnvironmentSpec, service: ServiceSpec) -> Obj:
     ctx = _context(name, uid, spec)
     return render_template(
@@ -173,34 +324,107 @@ def render_deployment(name: str, uid: str, spec: TestEnvironmentSpec, service: S
         service=service,
         service_labels=_service_labels(name, spec, service),
         selector=service_selector(name, service),
-        env=container_env(name, ctx["namespace"], spec, service),
-        resources=service.resources.to_wire(),
+        container=_container(name, ctx["namespace"], spec, service),
+        pod_annotations=_pod_annotations(service),
         **ctx,
     )
 
 
-def render_environment(name: str, uid: str, spec: TestEnvironmentSpec) -> list[Obj]:
+def render_job(name: str, uid: str, spec: TestEnvironmentSpec, job: JobSpec) -> Obj:
+    """A Job; its ``TEMPLATE_HASH_ANNOTATION`` changes with anything it is rendered from."""
+    ctx = _context(name, uid, spec)
+    labels = job_labels(name, spec, job)
+    container = _container(name, ctx["namespace"], spec, job)
+    obj = render_template(
+        "job.yaml.j2",
+        job=job,
+        job_labels=labels,
+        container=container,
+        pod_annotations=_pod_annotations(job),
+        deadline_seconds=int(parse_duration(job.timeout).total_seconds()),
+        **ctx,
+    )
+    obj["metadata"].setdefault("annotations", {})[TEMPLATE_HASH_ANNOTATION] = _template_hash(
+        obj["spec"]
+    )
+    return obj
+
+
+def render_files(
+    name: str, uid: str, spec: TestEnvironmentSpec, workload: ServiceSpec | JobSpec
+) -> Obj | None:
+    """The ConfigMap of a workload's files (None without files)."""
+    if not workload.files:
+        return None
+    ctx = _context(name, uid, spec)
+    labels = {**base_labels(name, spec), "app.kubernetes.io/name": workload.name}
+    return render_template(
+        "files.yaml.j2",
+        configmap_name=files_configmap_name(workload),
+        configmap_labels=labels,
+        files={_file_key(i): f.content for i, f in enumerate(workload.files)},
+        **ctx,
+    )
+
+
+def render_workload(
+    name: str, uid: str, spec: TestEnvironmentSpec, workload: ServiceSpec | JobSpec
+) -> list[Obj]:
+    """The objects that start a service (its files, Deployment) or a job (files, Job)."""
+    files = render_files(name, uid, spec, workload)
+    main = (
+        render_deployment(name, uid, spec, workload)
+        if isinstance(workload, ServiceSpec)
+        else render_job(name, uid, spec, workload)
+    )
+    return [files, main] if files is not None else [main]
+
+
+def render_environment(
+    name: str, uid: str, spec: TestEnvironmentSpec, started: Collection[str] | None = None
+) -> list[Obj]:
     """Everything server-side applied on every reconcile, the Namespace first.
 
-    Not included: the Secret (created once, see :func:`render_secret`) and the discovery
-    ConfigMap (published once all services are Ready, see :func:`render_discovery`).
+    ``started``: the services and jobs whose Deployment or Job may exist (the others wait for
+    their dependencies); None: all. Not included: the Secrets (created once, see
+    :func:`render_secret`, :func:`render_credentials`) and the discovery ConfigMap
+    (published once all services are Ready, see :func:`render_discovery`).
     """
     ctx = _context(name, uid, spec)
+    ports = {p.port for s in spec.services for p in s.effective_ports()}
     objects = [
         render_namespace(name, uid, spec),
         render_template("resourcequota.yaml.j2", quota=QUOTA, **ctx),
         render_template("limitrange.yaml.j2", limits=LIMITS, **ctx),
         render_template("networkpolicy-default-deny.yaml.j2", **ctx),
-        render_template(
-            "networkpolicy-allow.yaml.j2",
-            service_ports=sorted({s.port for s in spec.services}),
-            **ctx,
-        ),
+        render_template("networkpolicy-allow.yaml.j2", service_ports=sorted(ports), **ctx),
     ]
     for service in spec.services:
-        objects.append(render_deployment(name, uid, spec, service))
         objects.append(render_service(name, uid, spec, service))
+    for workload in spec.workloads:
+        if started is None or workload.name in started:
+            objects += render_workload(name, uid, spec, workload)
     return objects
+
+
+ALPHABETS: dict[str, str] = {
+    "alphanumeric": string.ascii_letters + string.digits,
+    "hex": "0123456789abcdef",
+    "urlsafe": string.ascii_letters + string.digits + "-_",
+}
+
+
+def generate_secret(spec: SecretSpec) -> str:
+    alphabet = ALPHABETS[spec.alphabet]
+    return "".join(secrets.choice(alphabet) for _ in range(spec.length))
+
+
+def render_credentials(name: str, uid: str, spec: TestEnvironmentSpec, values: Obj) -> Obj:
+    """The Secret of generated credentials holding ``values`` (secret name -> value)."""
+    ctx = _context(name, uid, spec)
+    return render_template(
+        "credentials.yaml.j2", secret_name=CREDENTIALS_SECRET, values=dict(values), **ctx
+    )
 
 
 def render_secret(name: str, uid: str, spec: TestEnvironmentSpec, secret_key: str) -> Obj:

@@ -17,6 +17,9 @@ from typing import Any
 from testenv.api import (
     Condition,
     ConditionType,
+    JobPhase,
+    JobSpec,
+    JobStatus,
     Phase,
     ServiceSpec,
     ServiceStatus,
@@ -34,6 +37,8 @@ Obj = Mapping[str, Any]
 
 NAMESPACE_CONFLICT = "NamespaceConflict"
 NAMESPACE_DELETED = "NamespaceDeleted"
+WAITING_FOR_DEPENDENCIES = "WaitingForDependencies"
+JOB_FAILED = "JobFailed"
 READINESS_TIMEOUT = "ReadinessTimeout"
 # Reasons that keep a service Failed (for the same generation) until it is Ready.
 STICKY_REASONS = diagnose.FATAL_REASONS | {READINESS_TIMEOUT, diagnose.CRASH_REASON}
@@ -45,7 +50,19 @@ class ServiceObservation:
     deployment: Obj | None = None
     pods: Sequence[Obj] = ()
     deadline: datetime | None = None  # readiness timeout of the current generation
+    #: Dependencies not Ready yet, while the Deployment is not created (dependsOn).
+    waiting_for: Sequence[str] = ()
     # Evidence for a failure message (last events, last log lines), fetched on failure.
+    events: Sequence[str] = ()
+    log_lines: Sequence[str] = ()
+
+
+@dataclass
+class JobObservation:
+    spec: JobSpec
+    job: Obj | None = None
+    pods: Sequence[Obj] = ()
+    waiting_for: Sequence[str] = ()
     events: Sequence[str] = ()
     log_lines: Sequence[str] = ()
 
@@ -59,6 +76,7 @@ class Observation:
     spec: TestEnvironmentSpec
     namespace: Obj | None = None
     services: list[ServiceObservation] = field(default_factory=list)
+    jobs: list[JobObservation] = field(default_factory=list)
     discovery_published: bool = False
     conflict: str | None = None  # why the namespace cannot be used
     #: The namespace is being deleted (by someone else: the operator never deletes it).
@@ -161,6 +179,11 @@ def service_verdict(
     }
     if ready:
         return ServiceVerdict(ServiceStatus(**base), "ready")
+    if obs.deployment is None and obs.waiting_for:
+        message = f"service {svc.name} waits for {', '.join(obs.waiting_for)} (dependsOn)"
+        return ServiceVerdict(
+            ServiceStatus(**base, reason=WAITING_FOR_DEPENDENCIES, message=message), "progressing"
+        )
 
     finding = diagnose.diagnose_pods(obs.pods)
     if finding is not None:
@@ -201,6 +224,88 @@ def service_verdict(
         ServiceStatus(**base, reason=reason, message=f"service {svc.name}: {detail}"),
         "progressing",
     )
+
+
+# --- start order (dependsOn) ----------------------------------------------------------------
+
+
+def ready_workloads(
+    spec: TestEnvironmentSpec, deployments: Mapping[str, Obj], jobs: Mapping[str, Obj]
+) -> set[str]:
+    """Services whose Deployment is Ready and jobs that succeeded."""
+    ready = {
+        svc.name
+        for svc in spec.services
+        if deployment_ready(deployments.get(svc.name), svc.replicas)[0]
+    }
+    return ready | {job.name for job in spec.jobs if job_succeeded(jobs.get(job.name))}
+
+
+def waiting_for(workload: ServiceSpec | JobSpec, ready: set[str]) -> list[str]:
+    return [d for d in workload.depends_on if d not in ready]
+
+
+def startable(spec: TestEnvironmentSpec, present: set[str], ready: set[str]) -> set[str]:
+    """Services and jobs whose Deployment or Job may exist: those that exist already (a
+    dependency that is no longer Ready stops nothing) and those whose dependencies are all
+    Ready (services) or succeeded (jobs)."""
+    return {w.name for w in spec.workloads if w.name in present or not waiting_for(w, ready)}
+
+
+# --- per job -------------------------------------------------------------------------------
+
+
+def _job_condition(job: Obj, kind: str) -> Obj | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def job_succeeded(job: Obj | None) -> bool:
+    return job is not None and _job_condition(job, "Complete") is not None
+
+
+def job_verdict(obs: JobObservation, *, created: datetime) -> JobStatus:
+    """Waiting (for dependencies, or to be created), Running, Succeeded or Failed."""
+    name = obs.spec.name
+    if obs.job is None:
+        message = (
+            f"job {name} waits for {', '.join(obs.waiting_for)} (dependsOn)"
+            if obs.waiting_for
+            else f"job {name} is being created"
+        )
+        reason = WAITING_FOR_DEPENDENCIES if obs.waiting_for else "Creating"
+        return JobStatus(name=name, phase=JobPhase.WAITING, reason=reason, message=message)
+    status = obs.job.get("status") or {}
+    times = {
+        "started": seconds_since(created, parse_time(status.get("startTime"))),
+        "finished": seconds_since(created, parse_time(status.get("completionTime"))),
+    }
+    if job_succeeded(obs.job):
+        return JobStatus(name=name, phase=JobPhase.SUCCEEDED, reason="Succeeded", **times)
+    failed = _job_condition(obs.job, "Failed")
+    finding = diagnose.diagnose_pods(obs.pods)
+    fatal = finding is not None and finding.reason in diagnose.FATAL_REASONS
+    if failed is None and not fatal:
+        return JobStatus(
+            name=name,
+            phase=JobPhase.RUNNING,
+            reason="Running",
+            message=f"job {name} is running",
+            **times,
+        )
+    if failed is not None:
+        why = f"{failed.get('reason') or 'Failed'}: {failed.get('message') or 'the job failed'}"
+    else:
+        assert finding is not None
+        why = f"{finding.reason}: {finding.message}"
+    message = f"job {name} failed ({why})"
+    if obs.events:
+        message += "; last events: " + " | ".join(obs.events)
+    if obs.log_lines:
+        message += "; last log lines: " + " | ".join(obs.log_lines)
+    return JobStatus(name=name, phase=JobPhase.FAILED, reason=JOB_FAILED, message=message, **times)
 
 
 # --- conditions ----------------------------------------------------------------------------
@@ -306,6 +411,7 @@ def compute_status(
                 phase, reason, message, prev.conditions, obs.now, obs.generation
             ),
             services=[],
+            jobs=[],
             ready_services=f"0/{len(spec.services)}",
             timings=prev.timings,
             expires_at=expires,
@@ -328,25 +434,35 @@ def compute_status(
     failed = [v.status for v in verdicts if v.state == "failed"]
     degraded = [v.status for v in verdicts if v.state == "degraded"]
     waiting = [v.status for v in verdicts if v.state == "progressing"]
-    all_ready = not (failed or degraded or waiting)
+    jobs = [job_verdict(jo, created=obs.created) for jo in obs.jobs]
+    failed_jobs = [j for j in jobs if j.phase is JobPhase.FAILED]
+    pending_jobs = [j for j in jobs if j.phase in (JobPhase.WAITING, JobPhase.RUNNING)]
+    all_ready = not (failed or degraded or waiting or failed_jobs or pending_jobs)
     count = ready_count(statuses)
+    jobs_done = f"; {len(jobs) - len(pending_jobs)}/{len(jobs)} jobs done" if jobs else ""
 
-    if failed:
-        phase, reason = Phase.FAILED, failed[0].reason or "Failed"
-        message = "; ".join(s.message or s.name for s in failed)
+    if failed or failed_jobs:
+        first = failed[0].reason if failed else JOB_FAILED
+        phase, reason = Phase.FAILED, first or "Failed"
+        message = "; ".join(
+            [*(s.message or s.name for s in failed), *(j.message or j.name for j in failed_jobs)]
+        )
     elif degraded:
         phase, reason = Phase.DEGRADED, degraded[0].reason or "Degraded"
         message = "; ".join(s.message or s.name for s in degraded)
     elif all_ready and obs.discovery_published:
         phase, reason = Phase.READY, "AllServicesReady"
-        message = f"{count} services ready; discovery published"
+        message = f"{count} services ready{jobs_done}; discovery published"
     elif all_ready:
         phase, reason = Phase.PROVISIONING, "PublishingDiscovery"
-        message = f"{count} services ready; publishing discovery"
+        message = f"{count} services ready{jobs_done}; publishing discovery"
     else:
         phase, reason = Phase.PROVISIONING, "WaitingForServices"
-        message = f"{count} services ready; waiting for " + ", ".join(
-            f"{s.name} ({s.reason})" for s in waiting
+        message = f"{count} services ready{jobs_done}; waiting for " + ", ".join(
+            [
+                *(f"{s.name} ({s.reason})" for s in waiting),
+                *(f"job {j.name} ({j.reason})" for j in pending_jobs),
+            ]
         )
 
     discovery_published = prev.timings.discovery_published
@@ -363,6 +479,7 @@ def compute_status(
         observed_generation=obs.generation,
         conditions=conditions_for(phase, reason, message, prev.conditions, obs.now, obs.generation),
         services=statuses,
+        jobs=jobs,
         ready_services=count,
         timings=Timings(
             namespace_created=ns_created,

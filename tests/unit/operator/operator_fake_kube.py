@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 from typing import Any
@@ -23,6 +24,13 @@ class FakeKube:
         return (kind, namespace if KINDS[kind].namespaced else None, name)
 
     def put(self, obj: Obj) -> Obj:
+        if obj.get("kind") == "Secret" and "stringData" in obj:
+            # As the API server does: stringData is written into data (base64), then dropped.
+            data = dict(obj.get("data") or {})
+            data.update(
+                {k: base64.b64encode(v.encode()).decode() for k, v in obj["stringData"].items()}
+            )
+            obj = {**{k: v for k, v in obj.items() if k != "stringData"}, "data": data}
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", f"uid-{next(_uids)}")
         meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")

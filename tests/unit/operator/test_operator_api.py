@@ -59,7 +59,12 @@ BAD_SPECS = [
     {"services": [{"name": "a", "image": "has space"}]},
     {"services": [{"name": "a", "image": "x", "replicas": -1}]},
     {"services": [{"name": "a", "image": "x"}, {"name": "a", "image": "y", "port": 9}]},
-    {"services": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]},
+    {
+        "services": [
+            {"name": "a", "image": "x", "port": 80},
+            {"name": "b", "image": "y", "port": 80},
+        ]
+    },
     {"services": [{"name": "a", "image": "x", "env": [{"name": "1x=y"}]}]},
     {"services": [{"name": "a", "image": "x", "env": [{"name": "PORT", "value": "1"}]}]},
     {"services": [{"name": "a", "image": "x", "env": [{"name": "TESTENV_X"}]}]},

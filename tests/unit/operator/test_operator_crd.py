@@ -75,13 +75,12 @@ def test_spec_defaults_and_rules(schema: dict[str, Any]) -> None:
     assert services["x-kubernetes-list-map-keys"] == ["name"]
     assert any("b.port == a.port" in r["rule"] for r in services["x-kubernetes-validations"])
     item = services["items"]
-    assert item["required"] == ["name", "image"]
-    assert item["properties"]["port"] == {
-        "type": "integer",
-        "default": 8080,
-        "minimum": 1,
-        "maximum": 65535,
-    }
+    # an image or a preset: one of them is required by a rule, not by the schema
+    assert item["required"] == ["name"]
+    assert any("has(self.preset)" in r["rule"] for r in item["x-kubernetes-validations"])
+    # no default port: ``port`` and ``ports`` exclude each other
+    assert item["properties"]["port"] == {"type": "integer", "minimum": 1, "maximum": 65535}
+    assert spec["properties"]["jobs"]["items"]["required"] == ["name", "image"]
     assert item["properties"]["replicas"]["minimum"] == 0
     assert item["properties"]["image"]["minLength"] == 1
     env = item["properties"]["env"]
@@ -97,7 +96,7 @@ def test_spec_defaults_and_rules(schema: dict[str, Any]) -> None:
     assert spec["properties"]["ttl"]["pattern"]
     for _, _, rules in [t for t in _walk(schema) if t[1] == "x-kubernetes-validations"]:
         for rule in rules:
-            assert rule["message"] and rule["rule"]
+            assert (rule.get("message") or rule.get("messageExpression")) and rule["rule"]
 
 
 def test_metadata_name_rule(schema: dict[str, Any]) -> None:

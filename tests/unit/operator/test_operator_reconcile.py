@@ -98,12 +98,12 @@ async def test_secret_is_never_regenerated(rec: Reconciler, kube: FakeKube) -> N
     await rec.reconcile(body(kube))
     secret = kube.find("Secret", "testenv-secrets", "testenv-demo")
     assert secret is not None
-    key = secret["stringData"]["secret-key"]
+    key = secret["data"]["secret-key"]
     rec.nudge("demo", reapply=True)
     rec.states["demo"].reapply = True
     await rec.reconcile(body(kube))
     again = kube.find("Secret", "testenv-secrets", "testenv-demo")
-    assert again is not None and again["stringData"]["secret-key"] == key
+    assert again is not None and again["data"]["secret-key"] == key
 
 
 async def test_second_reconcile_does_not_reapply(rec: Reconciler, kube: FakeKube) -> None:
@@ -185,7 +185,7 @@ async def test_namespace_deleted_behind_the_operators_back_is_reported_then_recr
     make_ready(kube)
     await rec.reconcile(body(kube))
     assert body(kube)["status"]["phase"] == "Ready"
-    old_secret = (kube.find("Secret", "testenv-secrets", "testenv-demo") or {})["stringData"]
+    old_secret = (kube.find("Secret", "testenv-secrets", "testenv-demo") or {})["data"]
     # Someone deletes the namespace: while it terminates, nothing is applied into it.
     ns = kube.find("Namespace", "testenv-demo")
     assert ns is not None
@@ -203,6 +203,6 @@ async def test_namespace_deleted_behind_the_operators_back_is_reported_then_recr
     await rec.reconcile(body(kube))
     assert kube.find("Namespace", "testenv-demo") is not None
     assert kube.find("Deployment", "auth", "testenv-demo") is not None
-    new_secret = (kube.find("Secret", "testenv-secrets", "testenv-demo") or {})["stringData"]
+    new_secret = (kube.find("Secret", "testenv-secrets", "testenv-demo") or {})["data"]
     assert new_secret != old_secret
     assert body(kube)["status"]["phase"] == "Provisioning"

@@ -1,0 +1,218 @@
+"""A user's own stack against the in-memory Kubernetes: start order (dependsOn), jobs,
+generated secrets, and that secrets never leak into status, discovery or events."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from operator_factories import pod
+from operator_fake_kube import FakeKube, demo_environment
+from test_operator_reconcile import Clock
+
+from testenv_operator.reconcile import Reconciler
+from testenv_operator.settings import Settings
+
+NS = "testenv-demo"
+STACK: dict[str, Any] = {
+    "ttl": "1h",
+    "secrets": [{"name": "api-key", "length": 40, "alphabet": "hex"}],
+    "services": [
+        {"name": "db", "preset": "postgres"},
+        {
+            "name": "api",
+            "image": "example/api:1",
+            "dependsOn": ["migrate"],
+            "env": [
+                {"name": "DATABASE_URL", "service": {"name": "db", "field": "dsn"}},
+                {"name": "API_KEY", "secret": "api-key"},
+            ],
+        },
+    ],
+    "jobs": [
+        {"name": "migrate", "image": "example/api:1", "command": ["migrate"], "dependsOn": ["db"]}
+    ],
+}
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    k = FakeKube()
+    k.put(demo_environment(json.loads(json.dumps(STACK))))
+    return k
+
+
+@pytest.fixture
+def events() -> list[tuple[str, str, str]]:
+    return []
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def rec(kube: FakeKube, events: list[tuple[str, str, str]], clock: Clock) -> Reconciler:
+    return Reconciler(kube, Settings(), lambda b, t, r, m: events.append((t, r, m)), clock=clock)
+
+
+def body(kube: FakeKube) -> dict[str, Any]:
+    found = kube.find("TestEnvironment", "demo")
+    assert found is not None
+    return found
+
+
+def status(kube: FakeKube) -> dict[str, Any]:
+    return dict(body(kube)["status"])
+
+
+def make_ready(kube: FakeKube, name: str) -> None:
+    deployment = kube.find("Deployment", name, NS)
+    assert deployment is not None, f"Deployment {name} was not created"
+    deployment["status"] = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+    }
+    p = pod(f"{name}-1", name, ready=True)
+    p["metadata"].update(
+        namespace=NS, labels={"testenv.dev/environment": "demo", "testenv.dev/service": name}
+    )
+    kube.put(p)
+
+
+def finish_job(kube: FakeKube, name: str, *, ok: bool) -> None:
+    job = kube.find("Job", name, NS)
+    assert job is not None, f"Job {name} was not created"
+    condition = {"type": "Complete" if ok else "Failed", "status": "True"}
+    if not ok:
+        condition |= {"reason": "BackoffLimitExceeded", "message": "Job has reached the limit"}
+    job["status"] = {"startTime": "2026-01-01T00:00:02Z", "conditions": [condition]}
+    if ok:
+        job["status"]["completionTime"] = "2026-01-01T00:00:04Z"
+    p = pod(f"{name}-x", name, exit_code=3)
+    p["metadata"].update(
+        namespace=NS, labels={"testenv.dev/environment": "demo", "testenv.dev/job": name}
+    )
+    kube.put(p)
+
+
+async def settle(rec: Reconciler, kube: FakeKube, clock: Clock) -> None:
+    """A later wake-up of the monitor (after the reads' lag)."""
+    clock.now += timedelta(seconds=10)
+    await rec.reconcile(body(kube))
+
+
+async def test_workloads_start_in_dependency_order(
+    rec: Reconciler, kube: FakeKube, clock: Clock, events: list[tuple[str, str, str]]
+) -> None:
+    await rec.reconcile(body(kube))
+    assert kube.find("Deployment", "db", NS) is not None
+    assert kube.find("Job", "migrate", NS) is None
+    assert kube.find("Deployment", "api", NS) is None
+    assert kube.find("Service", "api", NS) is not None  # the address exists from the start
+    st = status(kube)
+    api = next(s for s in st["services"] if s["name"] == "api")
+    assert api["reason"] == "WaitingForDependencies" and "migrate" in api["message"]
+    assert st["jobs"][0]["phase"] == "Waiting" and "db" in st["jobs"][0]["message"]
+
+    make_ready(kube, "db")
+    await settle(rec, kube, clock)
+    assert kube.find("Job", "migrate", NS) is not None
+    assert kube.find("Deployment", "api", NS) is None
+    assert any(r == "Starting" and "migrate" in m for _, r, m in events)
+
+    finish_job(kube, "migrate", ok=True)
+    await settle(rec, kube, clock)
+    assert kube.find("Deployment", "api", NS) is not None
+    assert status(kube)["phase"] == "Provisioning"
+
+    make_ready(kube, "api")
+    await settle(rec, kube, clock)
+    st = status(kube)
+    assert st["phase"] == "Ready", st["message"]
+    assert st["jobs"][0]["phase"] == "Succeeded"
+    assert "1/1 jobs done" in st["message"]
+    assert kube.find("ConfigMap", "testenv-discovery", NS) is not None
+
+
+async def test_a_failed_job_fails_the_environment_with_its_logs(
+    rec: Reconciler, kube: FakeKube, clock: Clock
+) -> None:
+    await rec.reconcile(body(kube))
+    make_ready(kube, "db")
+    await settle(rec, kube, clock)
+    kube.logs["migrate-x"] = "connecting\nERROR: relation users already exists\n"
+    finish_job(kube, "migrate", ok=False)
+    await settle(rec, kube, clock)
+    st = status(kube)
+    assert st["phase"] == "Failed"
+    assert "job migrate failed" in st["message"]
+    assert "relation users already exists" in st["message"]
+    assert st["jobs"][0]["phase"] == "Failed"
+    assert kube.find("Deployment", "api", NS) is None  # what depends on it never starts
+
+
+async def test_secrets_are_generated_once_and_never_shown(
+    rec: Reconciler, kube: FakeKube, clock: Clock, events: list[tuple[str, str, str]]
+) -> None:
+    await rec.reconcile(body(kube))
+    secret = kube.find("Secret", "testenv-credentials", NS)
+    assert secret is not None
+    values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert set(values) == {"api-key", "db-password"}
+    assert len(values["api-key"]) == 40 and set(values["api-key"]) <= set("0123456789abcdef")
+    assert len(values["db-password"]) == 32 and values["db-password"].isalnum()
+
+    rec.states["demo"].reapply = True
+    await rec.reconcile(body(kube))
+    again = kube.find("Secret", "testenv-credentials", NS)
+    assert again is not None and again["data"] == secret["data"]
+
+    make_ready(kube, "db")
+    await settle(rec, kube, clock)
+    finish_job(kube, "migrate", ok=True)
+    await settle(rec, kube, clock)
+    make_ready(kube, "api")
+    await settle(rec, kube, clock)
+    discovery = kube.find("ConfigMap", "testenv-discovery", NS)
+    assert discovery is not None
+    seen = json.dumps([status(kube), discovery, events])
+    for value in values.values():
+        assert value not in seen
+    # the containers take them from the Secret, by reference
+    api = kube.find("Deployment", "api", NS)
+    assert api is not None
+    assert values["api-key"] not in json.dumps(api)
+    env = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "testenv-credentials",
+        "key": "api-key",
+    }
+    assert env["DATABASE_URL"]["value"] == (
+        f"postgresql://app:$(TESTENV_PASSWORD_DB)@db.{NS}.svc.cluster.local:5432/app"
+    )
+    assert env["TESTENV_PASSWORD_DB"]["valueFrom"]["secretKeyRef"]["key"] == "db-password"
+
+
+async def test_a_changed_job_is_run_again(rec: Reconciler, kube: FakeKube, clock: Clock) -> None:
+    await rec.reconcile(body(kube))
+    make_ready(kube, "db")
+    await settle(rec, kube, clock)
+    assert kube.find("Job", "migrate", NS) is not None
+    env = body(kube)
+    env["spec"]["jobs"][0]["command"] = ["migrate", "--again"]
+    env["metadata"]["generation"] = 2
+    await rec.reconcile(body(kube))
+    assert ("delete", "Job", "migrate") in kube.calls
+    await settle(rec, kube, clock)
+    job = kube.find("Job", "migrate", NS)
+    assert job is not None
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command == ["migrate", "--again"]
