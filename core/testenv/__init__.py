@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         load_spec,
         spec_hash,
     )
+    from ._stack import Stack
     from .api import PROJECT_VERSION as __version__
 
 _EXPORTS: dict[str, str] = {
@@ -101,6 +102,7 @@ _EXPORTS: dict[str, str] = {
     "ServiceInfo": "._discovery",
     "ServiceNotFoundError": "._errors",
     "SpecError": "._errors",
+    "Stack": "._stack",
     "StartResult": "._context",
     "SyncAuthTestClient": "._clients",
     "SyncBackendTestClient": "._clients",
@@ -143,6 +145,7 @@ __all__ = [
     "ServiceInfo",
     "ServiceNotFoundError",
     "SpecError",
+    "Stack",
     "StartResult",
     "SyncAuthTestClient",
     "SyncBackendTestClient",

@@ -56,6 +56,8 @@ class Provider(Protocol):
 
     async def forensics(self) -> str: ...
 
+    async def secret(self, name: str) -> str: ...
+
 
 @dataclass(kw_only=True)
 class _ServicesContext:

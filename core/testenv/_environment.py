@@ -4,6 +4,7 @@ then port-forwarded."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import kr8s
 
 from ._context import EnvironmentInfo, Progress, StartResult
-from ._errors import EnvironmentFailedError
+from ._errors import ConfigurationError, EnvironmentFailedError
 from ._kube import (
     TestEnvironment,
     collect_forensics,
@@ -25,6 +26,7 @@ from ._portforward import ServiceForward, verify
 from ._spec import now_rfc3339, spec_hash, unique_name
 from .api import (
     API_VERSION,
+    CREDENTIALS_SECRET,
     DISCOVERY_CONFIGMAP,
     GROUP,
     KIND,
@@ -339,6 +341,24 @@ class KubeEnvironment:
             lines.append(f"  kubectl{ctx} -n {ns} port-forward svc/{name} {ports}")
         lines.append(f"  delete it: kubectl{ctx} delete testenvironment {self.name}")
         return lines
+
+    async def secret(self, name: str) -> str:
+        """A generated secret of the environment, read from its Secret."""
+        if self.api is None or self.namespace is None:
+            raise ConfigurationError("the environment is not running: no secrets to read")
+        found = [
+            s
+            async for s in self.api.async_get(
+                "secrets", CREDENTIALS_SECRET, namespace=self.namespace
+            )
+        ]
+        data: dict[str, str] = (found[0].raw.get("data") or {}) if found else {}
+        if name not in data:
+            raise ConfigurationError(
+                f"environment {self.name} has no secret {name!r}; it has: "
+                f"{', '.join(sorted(data)) or 'none'} (declare secrets in spec.secrets)"
+            )
+        return base64.b64decode(data[name]).decode()
 
     async def forensics(self) -> str:
         if self.api is None or self.obj is None:

@@ -26,13 +26,14 @@ from ._discovery import (
     write_discovery_files,
 )
 from ._environment import KubeEnvironment
-from ._errors import ProvisioningTimeoutError, TestenvError
+from ._errors import ConfigurationError, ProvisioningTimeoutError, TestenvError
 from ._kube import connect, delete_environment
 from ._local import LocalServices, terminate_pids
 from ._loop import BackgroundLoop
 from ._portforward import verify
 from ._settings import LauncherConfig
 from ._spec import load_spec
+from ._stack import Stack
 from .api import DiscoveryRecord
 
 
@@ -55,6 +56,11 @@ class AttachedLocal:
 
     async def stop(self) -> None:
         return None
+
+    async def secret(self, name: str) -> str:
+        raise ConfigurationError(
+            f"local mode has no generated secrets (asked for {name!r}): run on a cluster"
+        )
 
     async def forensics(self) -> str:
         return (
@@ -161,6 +167,18 @@ class DevLauncher:
     @property
     def client_factory(self) -> TestClientFactory:
         return TestClientFactory(self.discovery)
+
+    def secret(self, name: str) -> str:
+        """A generated secret of the running environment (blocking; from any thread)."""
+        self._require_result()
+        if self.provider is None:
+            raise RuntimeError("the services are not running: await launcher.run() first")
+        return self._require_loop().run(self.provider.secret(name))
+
+    def stack(self) -> Stack:
+        """The running environment's services and secrets (see :class:`Stack`)."""
+        result = self._require_result()
+        return Stack(result.records, result.environment, self.secret)
 
     def _require_result(self) -> StartResult:
         if self.result is None:

@@ -172,6 +172,11 @@ class LocalServices:
                     }
                 await asyncio.sleep(0.05)
 
+    async def secret(self, name: str) -> str:
+        raise ConfigurationError(
+            f"local mode has no generated secrets (asked for {name!r}): run on a cluster"
+        )
+
     def pids(self) -> list[int]:
         return [p.process.pid for p in self.procs.values() if p.process is not None]
 

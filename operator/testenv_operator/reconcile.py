@@ -223,7 +223,9 @@ class Reconciler:
         deployments, jobs = await self._workloads(env)
         ready = ready_workloads(env.spec, deployments, jobs)
         started = startable(env.spec, set(deployments) | set(jobs), ready)
-        objects = render.render_environment(env.name, env.uid, env.spec, started)
+        objects = render.render_environment(
+            env.name, env.uid, env.spec, started, self.settings.wait_image
+        )
         namespace, rest = objects[0], objects[1:]
         await self.kube.apply(namespace)
         # The Secrets exist before any pod that reads them, or the kubelet reports
@@ -549,8 +551,13 @@ class Reconciler:
             if needs_apply:
                 await self._apply_or_fail(env, state)
             result = await self.refresh(env, state)
-            if result.missing and state.applied_generation is not None and self._settled(state):
-                names = {m.split("/", 1)[1] for m in result.missing}
+            names = {m.split("/", 1)[1] for m in result.missing}
+            # Start what became startable at once; recreate what vanished once reads settled.
+            if (
+                result.missing
+                and state.applied_generation is not None
+                and (self._settled(state) or not names <= state.started)
+            ):
                 if names <= state.started:
                     self._event(
                         env, "Normal", "Recreating", "recreating " + ", ".join(result.missing)

@@ -28,6 +28,7 @@ from testenv.api import (
     JOB_LABEL,
     KIND,
     MANAGED_BY,
+    PROJECT_VERSION,
     SERVICE_LABEL,
     SERVICES_SECRET,
     TEMPLATE_HASH_ANNOTATION,
@@ -204,6 +205,60 @@ def _probe(service: ServiceSpec) -> Obj:
     return {"exec": {"command": list(probe.exec.command)}, **timing}
 
 
+DEFAULT_WAIT_IMAGE = f"testenv/operator:{PROJECT_VERSION}"
+#: The init container's program: wait until every ``host:port`` argument accepts a TCP
+#: connection. A pod being Ready is not enough: its Service routes to it a moment later.
+WAIT_PROGRAM = """\
+import socket, sys, time
+for address in sys.argv[1:]:
+    host, _, port = address.rpartition(":")
+    attempt = 0
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            break
+        except OSError as exc:
+            if attempt % 25 == 0:
+                print(f"waiting for {address}: {exc}", flush=True)
+            attempt += 1
+            time.sleep(0.2)
+    print(f"{address} accepts connections", flush=True)
+"""
+WAIT_CONTAINER = "wait-for-dependencies"
+
+
+def _wait_container(
+    spec: TestEnvironmentSpec, namespace: str, workload: ServiceSpec | JobSpec, image: str
+) -> Obj | None:
+    """An init container that waits for the addresses of the services ``workload`` depends
+    on (None without such dependencies)."""
+    services = {s.name: s for s in spec.services}
+    addresses = [
+        f"{service_host(services[d], namespace)}:{services[d].main_port.port}"
+        for d in workload.depends_on
+        if d in services
+    ]
+    if not addresses:
+        return None
+    return {
+        "name": WAIT_CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-c", WAIT_PROGRAM, *addresses],
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"cpu": "100m", "memory": "64Mi"},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
 def files_configmap_name(workload: ServiceSpec | JobSpec) -> str:
     return f"{workload.name}-files"
 
@@ -213,7 +268,11 @@ def _file_key(index: int) -> str:
 
 
 def _container(
-    name: str, namespace: str, spec: TestEnvironmentSpec, workload: ServiceSpec | JobSpec
+    name: str,
+    namespace: str,
+    spec: TestEnvironmentSpec,
+    workload: ServiceSpec | JobSpec,
+    wait_image: str = DEFAULT_WAIT_IMAGE,
 ) -> dict[str, Any]:
     """What the pod template needs beyond the workload itself."""
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -237,6 +296,7 @@ def _container(
         "ports": [],
         "probe": None,
         "restart_policy": None,
+        "init": _wait_container(spec, namespace, workload, wait_image),
     }
     if isinstance(workload, ServiceSpec):
         container["image"] = workload.effective_image()
@@ -317,24 +377,36 @@ def job_labels(name: str, spec: TestEnvironmentSpec, job: JobSpec) -> dict[str, 
     }
 
 
-def render_deployment(name: str, uid: str, spec: TestEnvironmentSpec, service: ServiceSpec) -> Obj:
+def render_deployment(
+    name: str,
+    uid: str,
+    spec: TestEnvironmentSpec,
+    service: ServiceSpec,
+    wait_image: str = DEFAULT_WAIT_IMAGE,
+) -> Obj:
     ctx = _context(name, uid, spec)
     return render_template(
         "deployment.yaml.j2",
         service=service,
         service_labels=_service_labels(name, spec, service),
         selector=service_selector(name, service),
-        container=_container(name, ctx["namespace"], spec, service),
+        container=_container(name, ctx["namespace"], spec, service, wait_image),
         pod_annotations=_pod_annotations(service),
         **ctx,
     )
 
 
-def render_job(name: str, uid: str, spec: TestEnvironmentSpec, job: JobSpec) -> Obj:
+def render_job(
+    name: str,
+    uid: str,
+    spec: TestEnvironmentSpec,
+    job: JobSpec,
+    wait_image: str = DEFAULT_WAIT_IMAGE,
+) -> Obj:
     """A Job; its ``TEMPLATE_HASH_ANNOTATION`` changes with anything it is rendered from."""
     ctx = _context(name, uid, spec)
     labels = job_labels(name, spec, job)
-    container = _container(name, ctx["namespace"], spec, job)
+    container = _container(name, ctx["namespace"], spec, job, wait_image)
     obj = render_template(
         "job.yaml.j2",
         job=job,
@@ -368,20 +440,28 @@ def render_files(
 
 
 def render_workload(
-    name: str, uid: str, spec: TestEnvironmentSpec, workload: ServiceSpec | JobSpec
+    name: str,
+    uid: str,
+    spec: TestEnvironmentSpec,
+    workload: ServiceSpec | JobSpec,
+    wait_image: str = DEFAULT_WAIT_IMAGE,
 ) -> list[Obj]:
     """The objects that start a service (its files, Deployment) or a job (files, Job)."""
     files = render_files(name, uid, spec, workload)
     main = (
-        render_deployment(name, uid, spec, workload)
+        render_deployment(name, uid, spec, workload, wait_image)
         if isinstance(workload, ServiceSpec)
-        else render_job(name, uid, spec, workload)
+        else render_job(name, uid, spec, workload, wait_image)
     )
     return [files, main] if files is not None else [main]
 
 
 def render_environment(
-    name: str, uid: str, spec: TestEnvironmentSpec, started: Collection[str] | None = None
+    name: str,
+    uid: str,
+    spec: TestEnvironmentSpec,
+    started: Collection[str] | None = None,
+    wait_image: str = DEFAULT_WAIT_IMAGE,
 ) -> list[Obj]:
     """Everything server-side applied on every reconcile, the Namespace first.
 
@@ -403,7 +483,7 @@ def render_environment(
         objects.append(render_service(name, uid, spec, service))
     for workload in spec.workloads:
         if started is None or workload.name in started:
-            objects += render_workload(name, uid, spec, workload)
+            objects += render_workload(name, uid, spec, workload, wait_image)
     return objects
 
 

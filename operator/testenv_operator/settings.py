@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from testenv.api import Duration
+from testenv.api import PROJECT_VERSION, Duration
 
 ENV_PREFIX = "TESTENV_"
 
@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_tail_lines: int = Field(5, ge=0, le=100)
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    # The image of the init container that holds a workload until the services it depends on
+    # accept connections at their Service address (the operator's own image: it is on every
+    # cluster that runs the operator).
+    wait_image: str = f"testenv/operator:{PROJECT_VERSION}"
 
     @field_validator("log_level", "posting_level", mode="before")
     @classmethod

@@ -266,8 +266,11 @@ def job_succeeded(job: Obj | None) -> bool:
     return job is not None and _job_condition(job, "Complete") is not None
 
 
-def job_verdict(obs: JobObservation, *, created: datetime) -> JobStatus:
-    """Waiting (for dependencies, or to be created), Running, Succeeded or Failed."""
+def job_verdict(
+    obs: JobObservation, *, created: datetime, previous: JobStatus | None = None
+) -> JobStatus:
+    """Waiting (for dependencies, or to be created), Running, Succeeded or Failed. A failure's
+    message (with the evidence fetched when it happened) is kept while it lasts."""
     name = obs.spec.name
     if obs.job is None:
         message = (
@@ -300,6 +303,15 @@ def job_verdict(obs: JobObservation, *, created: datetime) -> JobStatus:
     else:
         assert finding is not None
         why = f"{finding.reason}: {finding.message}"
+    if (
+        previous is not None
+        and previous.phase is JobPhase.FAILED
+        and previous.message
+        and not (obs.events or obs.log_lines)
+    ):
+        return JobStatus(
+            name=name, phase=JobPhase.FAILED, reason=JOB_FAILED, message=previous.message, **times
+        )
     message = f"job {name} failed ({why})"
     if obs.events:
         message += "; last events: " + " | ".join(obs.events)
@@ -434,7 +446,11 @@ def compute_status(
     failed = [v.status for v in verdicts if v.state == "failed"]
     degraded = [v.status for v in verdicts if v.state == "degraded"]
     waiting = [v.status for v in verdicts if v.state == "progressing"]
-    jobs = [job_verdict(jo, created=obs.created) for jo in obs.jobs]
+    previous_jobs = {j.name: j for j in prev.jobs}
+    jobs = [
+        job_verdict(jo, created=obs.created, previous=previous_jobs.get(jo.spec.name))
+        for jo in obs.jobs
+    ]
     failed_jobs = [j for j in jobs if j.phase is JobPhase.FAILED]
     pending_jobs = [j for j in jobs if j.phase in (JobPhase.WAITING, JobPhase.RUNNING)]
     all_ready = not (failed or degraded or waiting or failed_jobs or pending_jobs)

@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
     from ._session import TestenvSession
 
-FIXTURES = frozenset({"real_services", "real_services_sync", "service_discovery", "dev_launcher"})
+FIXTURES = frozenset(
+    {"real_services", "real_services_sync", "service_discovery", "dev_launcher", "testenv"}
+)
 _ASYNC_MARKERS = ("asyncio", "anyio", "trio")
 _PLUGIN = "testenv-session"
 
@@ -338,6 +340,18 @@ def dev_launcher(request: pytest.FixtureRequest) -> testenv.DevLauncher:
     return session.launcher
 
 
+@pytest.fixture(scope="session", name="testenv")
+def testenv_fixture(request: pytest.FixtureRequest) -> testenv.Stack:
+    """Any spec's services and secrets: ``testenv.url("web")``, ``testenv.http("web")``,
+    ``testenv.ws("backend", "/ws")``, ``testenv.dsn("db")``, ``testenv.secret("api-key")``,
+    ``testenv.records`` (see :class:`testenv.Stack`). Every declared port is forwarded."""
+    session = _plugin(request.config).session
+    result = session.wait()
+    _record_properties(request, result)
+    assert session.launcher is not None
+    return session.launcher.stack()
+
+
 def _require(discovery: testenv.ServiceDiscovery, fixture: str, *names: str) -> None:
     import testenv
 
@@ -346,7 +360,7 @@ def _require(discovery: testenv.ServiceDiscovery, fixture: str, *names: str) -> 
         raise testenv.ServiceNotFoundError(
             f"the {fixture} fixture needs the services {', '.join(names)}; this environment "
             f"has {', '.join(discovery.services()) or 'none'} (missing: {', '.join(missing)}). "
-            "Use service_discovery for other specs."
+            "Use the testenv fixture for other specs."
         )
 
 

@@ -157,6 +157,9 @@ async def test_a_failed_job_fails_the_environment_with_its_logs(
     assert "relation users already exists" in st["message"]
     assert st["jobs"][0]["phase"] == "Failed"
     assert kube.find("Deployment", "api", NS) is None  # what depends on it never starts
+    # later wake-ups keep the evidence
+    await settle(rec, kube, clock)
+    assert "relation users already exists" in status(kube)["message"]
 
 
 async def test_secrets_are_generated_once_and_never_shown(
