@@ -188,6 +188,14 @@ def service_verdict(
     finding = diagnose.diagnose_pods(obs.pods)
     if finding is not None:
         message = diagnose.describe(svc.name, finding, obs.events, obs.log_lines)
+        if (
+            previous is not None
+            and previous.reason == finding.reason
+            and previous.message
+            and not (obs.events or obs.log_lines)
+        ):
+            # The evidence (events, log lines) is fetched once, when the failure appears.
+            message = previous.message
         state = "degraded" if finding.crash and was_ready else "failed"
         return ServiceVerdict(ServiceStatus(**base, reason=finding.reason, message=message), state)
     if (

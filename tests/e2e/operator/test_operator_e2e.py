@@ -84,13 +84,13 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
     ("negative-replicas", {"services": [{**SVC, "replicas": -1}]}, "replicas"),
     ("too-many-replicas", {"services": [{**SVC, "replicas": 11}]}, "replicas"),
     ("empty-image", {"services": [{"name": "api", "image": ""}]}, "image"),
-    ("missing-image", {"services": [{"name": "api"}]}, "image: Required value"),
+    ("missing-image", {"services": [{"name": "api"}]}, "a service needs an image"),
     ("upper-name", {"services": [{**SVC, "name": "API"}]}, "spec.services[0].name"),
     ("digit-name", {"services": [{**SVC, "name": "1api"}]}, "spec.services[0].name"),
     ("duplicate-names", {"services": [SVC, {**SVC, "port": 9090}]}, "Duplicate value"),
     (
         "duplicate-ports",
-        {"services": [SVC, {**SVC, "name": "other"}]},
+        {"services": [{**SVC, "port": 80}, {**SVC, "name": "other", "port": 80}]},
         "service ports must be unique",
     ),
     ("bad-env-name", {"services": [{**SVC, "env": [{"name": "1-A=B"}]}]}, "env[0].name"),
@@ -125,6 +125,121 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
         "env[0].value",
     ),
     ("non-ascii-image", {"services": [{**SVC, "image": "testenv/auth\x7f"}]}, "image"),
+    # A user's own stack: references, cycles, files, probes, ids (the admission policy and
+    # the CRD's rules).
+    (
+        "dependency-cycle",
+        {
+            "services": [
+                {**SVC, "name": "a", "port": 1, "dependsOn": ["b"]},
+                {**SVC, "name": "b", "port": 2, "dependsOn": ["c"]},
+                {**SVC, "name": "c", "port": 3, "dependsOn": ["a"]},
+            ]
+        },
+        "dependsOn has a cycle; on it or waiting for it: a, b, c",
+    ),
+    (
+        "job-service-cycle",
+        {
+            "services": [{**SVC, "dependsOn": ["migrate"]}],
+            "jobs": [{"name": "migrate", "image": "x", "dependsOn": ["api"]}],
+        },
+        "dependsOn has a cycle",
+    ),
+    ("self-dependency", {"services": [{**SVC, "dependsOn": ["api"]}]}, "api depends on itself"),
+    (
+        "unknown-dependency",
+        {"services": [{**SVC, "dependsOn": ["nosuch"]}]},
+        "dependsOn names unknown services or jobs: api -> nosuch",
+    ),
+    (
+        "unknown-secret",
+        {"services": [{**SVC, "env": [{"name": "K", "secret": "nope"}]}]},
+        "env names unknown secrets (declare them in spec.secrets): api (env K)",
+    ),
+    (
+        "unknown-service-ref",
+        {"services": [{**SVC, "env": [{"name": "U", "service": {"name": "nosuch"}}]}]},
+        "unknown service or port",
+    ),
+    (
+        "unknown-port-ref",
+        {"services": [{**SVC, "env": [{"name": "U", "service": {"name": "api", "port": "x"}}]}]},
+        "unknown service or port",
+    ),
+    (
+        "dsn-without-preset",
+        {"services": [{**SVC, "env": [{"name": "U", "service": {"name": "api", "field": "dsn"}}]}]},
+        "a dsn from a service without a preset",
+    ),
+    (
+        "two-env-sources",
+        {"services": [{**SVC, "env": [{"name": "A", "value": "1", "secret": "s"}]}]},
+        "at most one of value, secret and service",
+    ),
+    (
+        "duplicate-workload-names",
+        {"services": [SVC], "jobs": [{"name": "api", "image": "x"}]},
+        "services and jobs share one set of names; repeated: api",
+    ),
+    (
+        "port-and-ports",
+        {"services": [{**SVC, "port": 80, "ports": [{"name": "a", "port": 1}]}]},
+        "not both",
+    ),
+    (
+        "two-probe-kinds",
+        {"services": [{**SVC, "probe": {"http": {}, "tcp": {}}}]},
+        "set exactly one of http, tcp, exec",
+    ),
+    ("empty-exec-probe", {"services": [{**SVC, "probe": {"exec": {"command": []}}}]}, "command"),
+    ("unknown-preset", {"services": [{"name": "db", "preset": "mysql"}]}, "Unsupported value"),
+    (
+        "relative-file-path",
+        {"services": [{**SVC, "files": [{"path": "etc/x", "content": ""}]}]},
+        "files[0].path",
+    ),
+    (
+        "dotdot-file-path",
+        {"services": [{**SVC, "files": [{"path": "/etc/../x", "content": ""}]}]},
+        "must not contain '.' or '..' segments",
+    ),
+    ("scratch-on-tmp", {"services": [{**SVC, "scratch": [{"path": "/tmp"}]}]}, "not /tmp"),
+    ("root-user", {"services": [{**SVC, "runAsUser": 0}]}, "runAsUser"),
+    ("negative-group", {"jobs": [{"name": "j", "image": "x", "runAsGroup": -5}]}, "runAsGroup"),
+    ("job-without-image", {"jobs": [{"name": "j"}]}, "image: Required value"),
+    ("job-retries", {"jobs": [{"name": "j", "image": "x", "retries": 6}]}, "retries"),
+    ("job-timeout", {"jobs": [{"name": "j", "image": "x", "timeout": "0s"}]}, "longer than 0s"),
+    ("short-secret", {"secrets": [{"name": "s", "length": 7}]}, "length"),
+    ("bad-alphabet", {"secrets": [{"name": "s", "alphabet": "emoji"}]}, "Unsupported value"),
+    ("too-many-services", {"services": [{**SVC, "name": f"s{i}"} for i in range(21)]}, "services"),
+    ("unicode-service-name", {"services": [{**SVC, "name": "caf\u00e9"}]}, "name"),
+    # Attempts to escape Pod Security: none of these fields exist.
+    (
+        "privileged",
+        {"services": [{**SVC, "privileged": True}]},
+        'unknown field "spec.services[0].privileged"',
+    ),
+    ("host-network", {"services": [{**SVC, "hostNetwork": True}]}, "unknown field"),
+    (
+        "host-path",
+        {"services": [{**SVC, "scratch": [{"path": "/data", "hostPath": "/"}]}]},
+        "unknown field",
+    ),
+    (
+        "security-context",
+        {"services": [{**SVC, "securityContext": {"privileged": True}}]},
+        "unknown field",
+    ),
+    (
+        "oversized-files",
+        {
+            "services": [
+                {**SVC, "files": [{"path": f"/f/{i}", "content": "x" * 16000} for i in range(3)]}
+            ]
+        },
+        "at most 32768 characters",
+    ),
     (
         "oversized-spec",
         {

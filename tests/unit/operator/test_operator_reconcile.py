@@ -160,6 +160,9 @@ async def test_image_failure_message_has_events_and_logs(rec: Reconciler, kube: 
     assert "service backend: ErrImageNeverPull" in status["message"]
     assert "Failed: Error: ErrImageNeverPull" in status["message"]
     assert "fatal: no config" in status["message"]
+    # The evidence is fetched once; later wake-ups keep it in the status.
+    await rec.reconcile(body(kube))
+    assert "fatal: no config" in body(kube)["status"]["message"]
 
 
 async def test_expiry_deletes_the_environment(rec: Reconciler, kube: FakeKube) -> None:
