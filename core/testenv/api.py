@@ -241,6 +241,7 @@ def _exactly_one(*fields: str) -> dict[str, Any]:
 class ServiceRef(_Model):
     """A value taken from another service's address (resolved by the operator)."""
 
+    #: The service whose address is taken.
     name: WorkloadName
     #: The port (by name); default: the service's first port.
     port: PortName | None = None
@@ -266,6 +267,7 @@ class EnvVar(_Model):
         }
     )
 
+    #: The variable's name (not PORT, nor TESTENV_*: the operator sets those).
     name: Annotated[
         str,
         Field(
@@ -284,9 +286,11 @@ class EnvVar(_Model):
             },
         ),
     ]
+    #: A literal value (``$(X)`` is not expanded).
     value: Annotated[str | None, Field(max_length=4096, pattern=ENV_VALUE)] = None
     #: The name of one of the environment's ``secrets`` (or a preset's ``<service>-password``).
     secret: SecretName | None = None
+    #: A value from another service's address.
     service: ServiceRef | None = None
 
     @field_validator("name")
@@ -306,25 +310,32 @@ class EnvVar(_Model):
 
 
 class ResourceList(_Model):
+    #: CPU, e.g. ``250m``.
     cpu: Quantity | None = None
+    #: Memory, e.g. ``256Mi``.
     memory: Quantity | None = None
 
 
 class Resources(_Model):
+    #: What the scheduler reserves.
     requests: ResourceList = ResourceList(cpu="50m", memory="64Mi")
+    #: The most the container may use.
     limits: ResourceList = ResourceList(cpu="500m", memory="256Mi")
 
 
 class PortSpec(_Model):
     """A named port of a service; the plugin forwards every one."""
 
+    #: The port's name (at most 15 characters); the plugin forwards it under this name.
     name: PortName
+    #: The container's port number (the Service's too).
     port: Annotated[int, Field(ge=1, le=65535)]
     #: ``http`` ports get URLs and may be probed over HTTP; ``tcp`` ports only an address.
     protocol: Literal["http", "tcp"] = "http"
 
 
 class HttpProbe(_Model):
+    #: The path a GET must answer 2xx on.
     path: Annotated[str, Field(pattern=r"^/\S*$", max_length=256)] = "/health"
     #: The port's name; default: the service's first port.
     port: PortName | None = None
@@ -335,6 +346,7 @@ class TcpProbe(_Model):
 
 
 class ExecProbe(_Model):
+    #: Run in the container; exit code 0 means Ready.
     command: Annotated[list[Text], Field(min_length=1, max_length=32)]
 
 
@@ -345,11 +357,17 @@ class Probe(_Model):
         json_schema_extra={"x-kubernetes-validations": [_exactly_one("http", "tcp", "exec")]}
     )
 
+    #: GET a path on an HTTP port.
     http: HttpProbe | None = None
+    #: Open a TCP connection to a port.
     tcp: TcpProbe | None = None
+    #: Run a command in the container.
     exec: ExecProbe | None = None
+    #: How often the probe runs.
     period_seconds: Annotated[int, Field(ge=1, le=300)] = 2
+    #: How long one attempt may take.
     timeout_seconds: Annotated[int, Field(ge=1, le=60)] = 2
+    #: Failed attempts in a row before a Ready service counts as not Ready.
     failure_threshold: Annotated[int, Field(ge=1, le=30)] = 3
 
     @model_validator(mode="after")
@@ -362,14 +380,18 @@ class Probe(_Model):
 class FileSpec(_Model):
     """A small file the operator renders into a ConfigMap and mounts read-only at ``path``."""
 
+    #: Where the file is mounted (absolute).
     path: CheckedPath
+    #: The file's text.
     content: Annotated[str, Field(max_length=16384, pattern=ENV_VALUE)]
 
 
 class ScratchDir(_Model):
     """A writable, empty directory (an emptyDir) at ``path``; /tmp always is one."""
 
+    #: Where the directory is mounted (absolute).
     path: CheckedPath
+    #: The most the directory may hold.
     size_limit: Quantity = "256Mi"
 
 
@@ -387,13 +409,18 @@ def _list_map(key: str = "name", **extra: Any) -> dict[str, Any]:
 class _Workload(_Model):
     """What services and jobs share: a container and what it needs."""
 
+    #: A DNS label: the Deployment's, Service's or Job's name.
     name: WorkloadName
+    #: The container image (``IfNotPresent``: load local images into the cluster).
     image: Annotated[str | None, Field(min_length=1, max_length=512, pattern=IMAGE)] = None
     #: The container's entrypoint (replaces the image's); ``args`` are its arguments.
     command: Annotated[list[Text], Field(max_length=64)] = []
     args: Annotated[list[Text], Field(max_length=64)] = []
+    #: Variables besides the contract's (PORT, TESTENV_*).
     env: Annotated[list[EnvVar], Field(max_length=64, json_schema_extra=_list_map())] = []
+    #: Small files mounted read-only (through a ConfigMap); pods restart when one changes.
     files: Annotated[list[FileSpec], Field(max_length=16, json_schema_extra=_list_map("path"))] = []
+    #: Writable empty directories (the root filesystem is read-only).
     scratch: Annotated[
         list[ScratchDir], Field(max_length=8, json_schema_extra=_list_map("path"))
     ] = []
@@ -402,9 +429,11 @@ class _Workload(_Model):
         list[WorkloadName],
         Field(max_length=MAX_DEPENDENCIES, json_schema_extra={"x-kubernetes-list-type": "set"}),
     ] = []
+    #: CPU and memory requests and limits.
     resources: Resources = Resources()
     #: The uid and gid the container runs as: any but 0 (Pod Security "restricted").
     run_as_user: Annotated[int, Field(ge=1, le=MAX_ID)] = DEFAULT_UID
+    #: The gid (also the pod's fsGroup: writable volumes belong to it).
     run_as_group: Annotated[int, Field(ge=1, le=MAX_ID)] = DEFAULT_UID
 
     @field_validator("env")
@@ -531,15 +560,23 @@ class ServiceSpec(_Workload):
         }
     )
 
+    #: A ready-made service: ``postgres`` or ``redis`` (image, port, readiness and a generated
+    #: password ``<name>-password``).
     preset: Preset | None = None
+    #: Shorthand for one HTTP port named ``http`` (default 8080 without ``ports`` or a preset).
     port: Annotated[int | None, Field(ge=1, le=65535)] = None
+    #: Named ports; the first is the service's main port.
     ports: Annotated[list[PortSpec], Field(max_length=8, json_schema_extra=_list_map())] = []
     #: Readiness; default: HTTP GET ``healthPath`` on the first port if it is HTTP, else TCP
     #: (a preset brings its own).
     probe: Probe | None = None
+    #: The path of the default HTTP probe.
     health_path: Annotated[str, Field(pattern=r"^/\S*$", max_length=256)] = "/health"
+    #: Where the service accepts WebSocket connections (its discovery record gets a ``ws_url``).
     websocket_path: Annotated[str | None, Field(pattern=r"^/\S*$", max_length=256)] = None
+    #: Pods of the service.
     replicas: Annotated[int, Field(ge=0, le=10)] = 1
+    #: How long the service may take to become Ready (from its start) before the environment fails.
     readiness_timeout: Duration = "120s"
 
     @model_validator(mode="after")
@@ -644,6 +681,7 @@ class JobSpec(_Workload):
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _WORKLOAD_RULES})
 
+    #: The container image.
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE)]
     #: The longest the job may run (each attempt).
     timeout: Duration = "10m"
@@ -656,8 +694,11 @@ class SecretSpec(_Model):
     ``env: [{name: X, secret: NAME}]``; the test side reads it (``testenv.secret(NAME)``).
     It never appears in status, discovery, events or reports."""
 
+    #: The secret's name: the key services and tests read it by.
     name: SecretName
+    #: Characters of the generated value.
     length: Annotated[int, Field(ge=8, le=256)] = 32
+    #: The characters it is made of.
     alphabet: Literal["alphanumeric", "hex", "urlsafe"] = "alphanumeric"
 
 
@@ -835,6 +876,7 @@ class TestEnvironmentSpec(_Model):
     __test__ = False  # not a pytest test class, despite the name
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
 
+    #: The namespace (default ``testenv-<name>``); never an existing one.
     namespace: Annotated[
         str | None,
         Field(
@@ -851,6 +893,7 @@ class TestEnvironmentSpec(_Model):
             },
         ),
     ] = None
+    #: The long-running services (default: the reference auth, backend and frontend).
     services: Annotated[
         list[ServiceSpec],
         Field(
@@ -873,8 +916,11 @@ class TestEnvironmentSpec(_Model):
     jobs: Annotated[list[JobSpec], Field(max_length=MAX_JOBS, json_schema_extra=_list_map())] = []
     #: Credentials generated per environment.
     secrets: Annotated[list[SecretSpec], Field(max_length=32, json_schema_extra=_list_map())] = []
+    #: How long the environment lives (e.g. ``90m``, ``2d``).
     ttl: Duration = "1h"
+    #: Deleted when not renewed for this long (the plugin renews it while a test session runs).
     lease: Duration | None = None
+    #: Labels for the environment's objects.
     labels: Annotated[
         dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
         Field(

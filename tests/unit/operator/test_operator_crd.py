@@ -172,3 +172,15 @@ def test_chart_version_is_the_project_version() -> None:
     values = yaml.safe_load((ROOT / "charts/testenv-operator/values.yaml").read_text())
     assert str(chart["version"]) == str(chart["appVersion"]) == REFERENCE_IMAGE_TAG
     assert str(values["image"]["tag"]) == REFERENCE_IMAGE_TAG
+
+
+def test_field_reference_is_current() -> None:
+    """docs/reference.md is generated from the models (python hack/gen-reference.py)."""
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        [sys.executable, str(root / "hack/gen-reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
