@@ -112,6 +112,16 @@ app_context() {
   step "building wheels of the project and its dependencies" \
     python3 -m pip wheel --quiet --wheel-dir "$ctx/wheels" -c "$ctx/constraints.txt" \
       "$ROOT_DIR[operator,services]"
+  # pip evaluated the markers for this machine's Python; the images run Debian's 3.11.2. Wheels
+  # of the packages that depend on the Python version (e.g. async-timeout before 3.11.3) go in
+  # too, so the offline install in the image finds them.
+  local by_version
+  by_version="$(sed -n "s/ *;.*python_full_version.*//p; s/ *;.*python_version.*//p" "$ctx/constraints.txt")"
+  if [[ -n "$by_version" ]]; then
+    # shellcheck disable=SC2086
+    step "building wheels of version-dependent packages" \
+      python3 -m pip wheel --quiet --no-deps --wheel-dir "$ctx/wheels" $by_version
+  fi
   cp "$ROOT_DIR/images/app/Containerfile" "$ctx/"
 }
 

@@ -41,6 +41,13 @@ def tail(path: Path, lines: int = LOG_TAIL) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its package does not exist
+        return False
+
+
 @dataclass
 class _Proc:
     spec: ServiceSpec
@@ -69,7 +76,8 @@ class LocalServices:
     def _environ(self, proc: _Proc, secret: str) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("AUTH_SEED_USERS", SEED_USERS)
-        env.update({e.name: e.value or "" for e in proc.spec.env})
+        # Literal values only: secrets and other services' addresses exist on a cluster.
+        env.update({e.name: e.value or "" for e in proc.spec.env if e.value is not None})
         env.update(
             contract_env(
                 environment=self.name,
@@ -83,33 +91,43 @@ class LocalServices:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def problems(self) -> list[str]:
-        """Why the spec cannot run as local processes (empty if it can)."""
-        found = []
+    def plan(self) -> tuple[list[ServiceSpec], list[str], list[str]]:
+        """What local mode runs: the services it can run as processes, what it leaves out
+        (presets, jobs, env taken from secrets or other services: the reference services then
+        keep their data in memory), and problems that stop it (a service with no module)."""
+        runnable: list[ServiceSpec] = []
+        left_out: list[str] = []
+        problems: list[str] = []
         for svc in self.spec.services:
             if svc.preset is not None:
-                found.append(f"service {svc.name} is a {svc.preset} preset (an image)")
-            elif importlib.util.find_spec(f"{self.package}.{svc.name}") is None:
-                found.append(f"service {svc.name}: no module {self.package}.{svc.name}")
-            elif any(e.secret or e.service for e in svc.env) or svc.files or svc.depends_on:
-                found.append(
-                    f"service {svc.name} uses env from secrets or services, files or dependsOn"
+                left_out.append(f"{svc.name} ({svc.preset} preset)")
+            elif not _module_exists(f"{self.package}.{svc.name}"):
+                problems.append(
+                    f"service {svc.name} runs the image {svc.image}; local mode has no module "
+                    f"{self.package}.{svc.name} to run instead"
                 )
-        found += [f"job {job.name} (jobs run only on a cluster)" for job in self.spec.jobs]
-        return found
+            else:
+                runnable.append(svc)
+        left_out += [f"job {job.name}" for job in self.spec.jobs]
+        return runnable, left_out, problems
 
     async def start(self, progress: Progress) -> StartResult:
-        problems = self.problems()
+        runnable, left_out, problems = self.plan()
         if problems:
             raise ConfigurationError(
                 "local mode runs the reference services as Python processes; this spec cannot "
                 "run that way: " + "; ".join(problems) + ". Run it on a cluster instead "
                 "(--testenv-mode real)."
             )
+        if left_out:
+            progress(
+                "testenv: local mode leaves out " + ", ".join(left_out) + " (images and jobs "
+                "run only on a cluster; the reference services keep their data in memory)"
+            )
         started = time.monotonic()
         secret = secrets.token_urlsafe(32)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for svc in self.spec.services:
+        for svc in runnable:
             self.procs[svc.name] = _Proc(svc, free_port(), self.log_dir / f"{svc.name}.log")
         for proc in self.procs.values():
             with proc.log.open("wb") as log:

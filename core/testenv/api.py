@@ -702,23 +702,66 @@ class SecretSpec(_Model):
     alphabet: Literal["alphanumeric", "hex", "urlsafe"] = "alphanumeric"
 
 
-def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
-    """The default set: the reference auth, backend and frontend services.
+#: The user the reference environment seeds (``AUTH_SEED_USERS`` of its seed job).
+REFERENCE_SEED_USERS: Final = "test@example.com:password"
 
-    Ports are distinct (8080, 8081, 8082): service ports must be unique in an environment,
-    so the same environment also runs as local processes on one host.
+
+def _dsn(name: str, service: str) -> EnvVar:
+    return EnvVar(name=name, service=ServiceRef(name=service, field="dsn"))
+
+
+def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
+    """The default set: the reference auth, backend and frontend services, auth's PostgreSQL
+    (``db``) and the backend's Redis (``cache``); see :func:`reference_jobs`.
+
+    The reference ports are distinct (8080, 8081, 8082), so the three also run as local
+    processes on one host (local mode leaves out the presets and the jobs).
     """
     return [
         ServiceSpec(
             name="auth",
             image=f"testenv/auth:{tag}",
             port=8080,
-            env=[EnvVar(name="AUTH_SEED_USERS", value="test@example.com:password")],
+            # Not after the migration: auth starts alongside it and turns Ready (its /health
+            # reads the users table) once the schema exists.
+            depends_on=["db"],
+            env=[_dsn("AUTH_DATABASE_URL", "db")],
         ),
         ServiceSpec(
-            name="backend", image=f"testenv/backend:{tag}", port=8081, websocket_path="/ws"
+            name="backend",
+            image=f"testenv/backend:{tag}",
+            port=8081,
+            websocket_path="/ws",
+            depends_on=["cache"],
+            env=[_dsn("BACKEND_REDIS_URL", "cache")],
         ),
         ServiceSpec(name="frontend", image=f"testenv/frontend:{tag}", port=8082),
+        ServiceSpec(name="db", preset=Preset.POSTGRES),
+        ServiceSpec(name="cache", preset=Preset.REDIS),
+    ]
+
+
+def reference_jobs(tag: str = REFERENCE_IMAGE_TAG) -> list[JobSpec]:
+    """Auth's schema migration and its seed user, run by the auth image."""
+    command = ["python3", "-m", "testenv_services.auth.db"]
+    return [
+        JobSpec(
+            name="migrate",
+            image=f"testenv/auth:{tag}",
+            command=[*command, "migrate"],
+            depends_on=["db"],
+            env=[_dsn("AUTH_DATABASE_URL", "db")],
+        ),
+        JobSpec(
+            name="seed",
+            image=f"testenv/auth:{tag}",
+            command=[*command, "seed"],
+            depends_on=["migrate"],
+            env=[
+                _dsn("AUTH_DATABASE_URL", "db"),
+                EnvVar(name="AUTH_SEED_USERS", value=REFERENCE_SEED_USERS),
+            ],
+        ),
     ]
 
 
@@ -941,6 +984,17 @@ class TestEnvironmentSpec(_Model):
             },
         ),
     ] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reference_stack(cls, data: Any) -> Any:
+        """Without ``services``, the reference stack: its services and its jobs (before any
+        jobs of the spec's own)."""
+        if isinstance(data, dict) and data.get("services") is None:
+            data = {k: v for k, v in data.items() if k != "services"}
+            data["services"] = reference_services()
+            data["jobs"] = [*reference_jobs(), *(data.get("jobs") or [])]
+        return data
 
     @property
     def workloads(self) -> list[ServiceSpec | JobSpec]:

@@ -139,7 +139,7 @@ def spec_schema() -> Schema:
     schema = model_schema(TestEnvironmentSpec, keep_defaults=True)
     schema["description"] = (
         "What the environment runs. Every field has a default: `spec: {}` starts the "
-        "reference auth, backend and frontend services."
+        "reference stack."
     )
     schema["default"] = {}
     # No admission default for ttl: the operator applies its configured default ttl
@@ -148,6 +148,15 @@ def spec_schema() -> Schema:
     ttl.pop("default", None)
     ttl["description"] = "How long the environment lives (default: the operator's defaultTtl)."
     schema["properties"]["ttl"] = _ordered(ttl)
+    # No admission default for services either: without them the operator runs the reference
+    # stack, services and jobs together (a default cannot depend on another field).
+    services = schema["properties"]["services"]
+    services.pop("default", None)
+    services["description"] = (
+        "The long-running services. Without them: the reference stack (auth on PostgreSQL, "
+        "backend with Redis, frontend, and auth's migrate and seed jobs)."
+    )
+    schema["properties"]["services"] = _ordered(services)
     return schema
 
 

@@ -469,9 +469,10 @@ class Reconciler:
                 jo.events, jo.log_lines = events, lines
             status = compute_status(obs, previous)
 
-        all_ready = bool(status.services) and all(s.ready for s in status.services)
+        jobs_done = all(j.phase is JobPhase.SUCCEEDED for j in status.jobs)
+        all_ready = bool(status.services) and all(s.ready for s in status.services) and jobs_done
         if not env.spec.services:
-            all_ready = obs.namespace is not None and not obs.conflict
+            all_ready = obs.namespace is not None and not obs.conflict and jobs_done
         if all_ready and not obs.discovery_published and not missing:
             discovery = render.render_discovery(env.name, env.uid, env.spec)
             await self.kube.apply(discovery)

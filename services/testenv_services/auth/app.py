@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException, Request, status
@@ -26,7 +28,13 @@ from testenv_services.auth.settings import (
     AuthSettings,
     normalize_email,
 )
-from testenv_services.auth.store import DuplicateEmail, UserStore
+from testenv_services.auth.store import (
+    DuplicateEmail,
+    MemoryUserStore,
+    PostgresUserStore,
+    StoreUnavailable,
+    UserStore,
+)
 
 log = logging.getLogger("testenv.auth")
 
@@ -89,38 +97,62 @@ def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
-def create_app(settings: AuthSettings) -> FastAPI:
-    """The auth app; seed users are hashed here, so it is ready as soon as it exists."""
+def _store_error(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("user store unavailable", extra={"event": "store_unavailable", "error": str(exc)})
+    return JSONResponse({"detail": "user store unavailable"}, status_code=503)
+
+
+def make_store(settings: AuthSettings) -> UserStore:
+    """PostgreSQL when ``AUTH_DATABASE_URL`` is set (its users are created by the seed job),
+    else memory, seeded with ``AUTH_SEED_USERS`` at start."""
+    if settings.database_url:
+        return PostgresUserStore(settings.database_url)
+    return MemoryUserStore()
+
+
+def create_app(settings: AuthSettings, store: UserStore | None = None) -> FastAPI:
+    """The auth app; in memory, seed users are hashed at start-up (ready once it serves)."""
     tokens = TokenService(settings.secret_key, settings.token_ttl_seconds, settings.issuer)
-    store = UserStore()
-    for email, password in settings.seed_users:
-        store.add(email, hash_password(password))
+    users = store if store is not None else make_store(settings)
+    if isinstance(users, MemoryUserStore):
+        users.seed((email, hash_password(password)) for email, password in settings.seed_users)
     dummy_hash = hash_password("timing-equaliser")  # login of unknown users costs the same
 
-    app = FastAPI(title="testenv auth", version=VERSION)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await users.open()
+        where = "postgresql" if isinstance(users, PostgresUserStore) else "memory"
+        log.info("auth ready", extra={"event": "ready", "store": where})
+        yield
+        await users.close()
+
+    app = FastAPI(title="testenv auth", version=VERSION, lifespan=lifespan)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.state.store = store
+    app.add_exception_handler(StoreUnavailable, _store_error)
+    app.state.store = users
     app.state.tokens = tokens
-    log.info("auth ready", extra={"event": "ready", "seed_users": len(store)})
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        """200 once the signing key is loaded (it always is once the app exists)."""
-        ok = getattr(app.state, "tokens", None) is not None
-        return JSONResponse(
-            {"status": "ok" if ok else "starting"},
-            status_code=status.HTTP_200_OK if ok else status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
+        """200 once the signing key is loaded and the user store answers."""
+        try:
+            await users.check()
+        except StoreUnavailable as exc:
+            return JSONResponse(
+                {"status": "unavailable", "store": str(exc)},
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return JSONResponse({"status": "ok"})
 
     @app.post("/register", status_code=status.HTTP_201_CREATED)
     async def register(body: RegisterRequest) -> UserOut:
         """Create an account: 409 if the email is taken, 422 for a weak password/bad email."""
         conflict = HTTPException(status.HTTP_409_CONFLICT, "email already registered")
-        if store.get(body.email) is not None:
+        if await users.get(body.email) is not None:
             raise conflict
         password_hash = await run_in_threadpool(hash_password, body.password)
         try:
-            user = store.add(body.email, password_hash)
+            user = await users.add(body.email, password_hash)
         except DuplicateEmail:
             raise conflict from None
         log.info("user registered", extra={"event": "register", "user_id": user.id})
@@ -133,7 +165,7 @@ def create_app(settings: AuthSettings) -> FastAPI:
             email = normalize_email(body.email)
         except ValueError:
             email = body.email.strip().lower()
-        user = store.get(email)
+        user = await users.get(email)
         ok = await run_in_threadpool(
             verify_password, user.password_hash if user else dummy_hash, body.password
         )

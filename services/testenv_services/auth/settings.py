@@ -10,6 +10,7 @@ from testenv_services._common import ConfigError, Env, ServerSettings, env_numbe
 
 SECRET_ENV = "TESTENV_SECRET_KEY"
 DEV_SECRET_ENV = "AUTH_SIGNING_KEY"
+DATABASE_ENV = "AUTH_DATABASE_URL"
 MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
@@ -44,6 +45,8 @@ class AuthSettings:
     token_ttl_seconds: int = 3600
     seed_users: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     issuer: str = "testenv-auth"
+    #: PostgreSQL (users survive restarts); None: users live in memory, seeded at start.
+    database_url: str | None = field(default=None, repr=False)
     server: ServerSettings = field(default_factory=ServerSettings)
 
     def __post_init__(self) -> None:
@@ -53,11 +56,12 @@ class AuthSettings:
     @classmethod
     def from_env(cls, env: Env) -> AuthSettings:
         """Read ``TESTENV_SECRET_KEY`` (or ``AUTH_SIGNING_KEY``), ``AUTH_TOKEN_TTL_SECONDS``,
-        ``AUTH_SEED_USERS`` and the server settings."""
+        ``AUTH_SEED_USERS``, ``AUTH_DATABASE_URL`` and the server settings."""
         ttl = env_number(env, "AUTH_TOKEN_TTL_SECONDS", 3600, minimum=1, maximum=30 * 86400)
         return cls(
             secret_key=require(env, SECRET_ENV, DEV_SECRET_ENV),
             token_ttl_seconds=int(ttl),
             seed_users=parse_seed_users(env.get("AUTH_SEED_USERS", "")),
+            database_url=env.get(DATABASE_ENV) or None,
             server=ServerSettings.from_env(env),
         )

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from testenv_services._common import VERSION, Env, ServerSettings, bearer_token, run_main
 from testenv_services.backend.authclient import AuthClient, AuthUnavailable, Identity
+from testenv_services.backend.history import ChatHistory, HistoryUnavailable, make_history
 from testenv_services.backend.protocol import Session, error
 from testenv_services.backend.settings import BackendSettings
 
@@ -25,16 +26,24 @@ INTERNAL_ERROR = status.WS_1011_INTERNAL_ERROR
 
 
 def create_app(
-    settings: BackendSettings, auth_transport: httpx.AsyncBaseTransport | None = None
+    settings: BackendSettings,
+    auth_transport: httpx.AsyncBaseTransport | None = None,
+    history: ChatHistory | None = None,
 ) -> FastAPI:
     """The backend app; ``auth_transport`` routes its auth calls (tests: an ASGITransport)."""
     auth = AuthClient(settings.auth_url, settings.auth_timeout, auth_transport)
+    chats = history if history is not None else make_history(settings.redis_url)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        log.info("backend ready", extra={"event": "ready", "auth_url": settings.auth_url})
+        where = "redis" if settings.redis_url else "memory"
+        log.info(
+            "backend ready",
+            extra={"event": "ready", "auth_url": settings.auth_url, "history": where},
+        )
         yield
         await auth.aclose()
+        await chats.close()
 
     app = FastAPI(title="testenv backend", version=VERSION, lifespan=lifespan)
     app.state.auth = auth
@@ -55,14 +64,31 @@ def create_app(
 
     @app.get("/health")
     async def health() -> JSONResponse:
-        """200 only while auth's /health answers 200."""
+        """200 only while auth's /health answers 200 and the chat history answers."""
         problem = await auth.health()
-        if problem is None:
-            return JSONResponse({"status": "ok", "auth": "ok"})
+        try:
+            await chats.check()
+            history_state = "ok"
+        except HistoryUnavailable as exc:
+            history_state = str(exc)
+        if problem is None and history_state == "ok":
+            return JSONResponse({"status": "ok", "auth": "ok", "history": "ok"})
         return JSONResponse(
-            {"status": "unavailable", "auth": problem},
+            {"status": "unavailable", "auth": problem or "ok", "history": history_state},
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
+
+    @app.get("/api/messages")
+    async def messages(
+        authorization: Annotated[str | None, Header()] = None, limit: int = 20
+    ) -> dict[str, list[str]]:
+        """The caller's last chat messages (oldest first), kept in the chat history."""
+        identity = await identify(bearer_token(authorization))
+        try:
+            recent = await chats.recent(identity.sub, max(1, min(limit, 100)))
+        except HistoryUnavailable as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "history unavailable") from exc
+        return {"messages": recent}
 
     @app.get("/api/me")
     async def me(authorization: Annotated[str | None, Header()] = None) -> dict[str, str]:
@@ -91,14 +117,15 @@ def create_app(
             await websocket.close(POLICY_VIOLATION, "invalid or expired token")
             return
         log.info("ws connected", extra={"event": "ws_connected", "user_id": identity.sub})
-        await _serve(websocket, Session(identity))
+        await _serve(websocket, Session(identity), chats)
         log.info("ws closed", extra={"event": "ws_closed", "user_id": identity.sub})
 
     return app
 
 
-async def _serve(websocket: WebSocket, session: Session) -> None:
-    """Answer every frame until the client goes away."""
+async def _serve(websocket: WebSocket, session: Session, chats: ChatHistory) -> None:
+    """Answer every frame until the client goes away; chat messages go to the history and
+    their reply says how many the user has sent (``count``)."""
     try:
         while True:
             frame = await websocket.receive()
@@ -108,7 +135,15 @@ async def _serve(websocket: WebSocket, session: Session) -> None:
             if text is None:
                 await websocket.send_json(error("binary frames are not supported; send JSON text"))
                 continue
-            await websocket.send_json(session.handle(text))
+            reply = session.handle(text)
+            if reply.get("type") == "chat_response":
+                try:
+                    reply["count"] = await chats.append(session.identity.sub, reply["reply_to"])
+                except HistoryUnavailable as exc:
+                    log.warning(
+                        "history unavailable", extra={"event": "history", "error": str(exc)}
+                    )
+            await websocket.send_json(reply)
     except WebSocketDisconnect:
         return
 

@@ -13,6 +13,8 @@ class BackendSettings:
 
     auth_url: str
     auth_timeout: float = 5.0
+    #: Redis for the chat history (``BACKEND_REDIS_URL``); None: memory.
+    redis_url: str | None = field(default=None, repr=False)
     server: ServerSettings = field(default_factory=ServerSettings)
 
     @classmethod
@@ -20,5 +22,6 @@ class BackendSettings:
         return cls(
             auth_url=service_url(env, "TESTENV_AUTH_URL"),
             auth_timeout=env_number(env, "BACKEND_AUTH_TIMEOUT", 5.0, minimum=0.1, maximum=60),
+            redis_url=env.get("BACKEND_REDIS_URL") or None,
             server=ServerSettings.from_env(env),
         )

@@ -33,7 +33,11 @@ def test_minimal_sample_becomes_ready_with_discovery(k: Kubectl, envs: Any) -> N
     wait_ready(k, name)
     st = status(k, name)
     assert st["phase"] == "Ready"
-    assert st["readyServices"] == "3/3"
+    assert st["readyServices"] == "5/5"
+    assert [(j["name"], j["phase"]) for j in st["jobs"]] == [
+        ("migrate", "Succeeded"),
+        ("seed", "Succeeded"),
+    ]
     ns = st["namespace"]
     assert ns == f"testenv-{name}"
     assert st["timings"]["discoveryPublished"] >= st["timings"]["namespaceCreated"]
@@ -43,7 +47,7 @@ def test_minimal_sample_becomes_ready_with_discovery(k: Kubectl, envs: Any) -> N
     for svc in spec.services:
         record = DiscoveryRecord.model_validate_json(cm["data"][f"{svc.name}.json"])
         assert record.host == f"{svc.name}.{ns}.svc.cluster.local"
-        assert record.port == svc.port
+        assert record.port == svc.main_port.port
     labels = json.loads(k("get", "ns", ns, "-o", "json").stdout)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert labels["testenv.dev/environment"] == name
@@ -322,10 +326,12 @@ def test_operator_killed_mid_provisioning(k: Kubectl, envs: Any) -> None:
     assert sorted(d["metadata"]["name"] for d in deployments["items"]) == [
         "auth",
         "backend",
+        "cache",
+        "db",
         "frontend",
     ]
     services = json.loads(k("get", "svc", "-n", ns, "-l", selector, "-o", "json").stdout)
-    assert len(services["items"]) == 3
+    assert len(services["items"]) == 5
     secrets = json.loads(k("get", "secret", "-n", ns, "-o", "json").stdout)
     assert [s["metadata"]["name"] for s in secrets["items"]].count("testenv-secrets") == 1
     k("rollout", "status", "deploy/testenv-operator", "-n", OPERATOR_NAMESPACE, "--timeout=120s")

@@ -75,8 +75,8 @@ def test_plan_tests_in_real_mode(plan_tests: str, pytester: pytest.Pytester) -> 
     result.stdout.re_match_lines(
         [
             r"testenv: created TestEnvironment pytest-\w+",
-            r"testenv: \w+ ready \(\d+\.\ds\) \[1/3\]",
-            r"testenv: \w+ ready .*\[3/3\]",
+            r"testenv: \w+ ready \(\d+\.\ds\) \[1/5\]",
+            r"testenv: \w+ ready .*\[5/5\]",
         ]
     )
     report = json.loads((pytester.path / "report.json").read_text())

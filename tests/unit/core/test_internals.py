@@ -14,13 +14,21 @@ from testenv._discovery import remove_discovery_files, write_discovery_files
 from testenv._environment import KubeEnvironment
 from testenv._portforward import localize
 from testenv._spec import load_spec, spec_hash
-from testenv.api import DiscoveryRecord, TestEnvironmentSpec, pod_selector, reference_services
+from testenv.api import (
+    DiscoveryRecord,
+    TestEnvironmentSpec,
+    pod_selector,
+    reference_jobs,
+    reference_services,
+)
 
 
 def test_spec_hash_ignores_the_lease_but_not_the_services() -> None:
     base = TestEnvironmentSpec()
     assert spec_hash(base) == spec_hash(base.model_copy(update={"lease": "20s"}))
-    other = TestEnvironmentSpec(services=reference_services(tag="0.2.0"))
+    other = TestEnvironmentSpec(
+        services=reference_services(tag="0.2.0"), jobs=reference_jobs(tag="0.2.0")
+    )
     assert spec_hash(base) != spec_hash(other)
     assert len(spec_hash(base)) == 16
 
@@ -94,7 +102,7 @@ def test_discovery_files_roundtrip(tmp_path: Path) -> None:
     }
     written = write_discovery_files(tmp_path / "d" / "gw0", records)
     discovery = ServiceDiscovery(discovery_dir=tmp_path / "d" / "gw0")
-    assert discovery.services() == ["auth", "backend", "frontend"]
+    assert discovery.services() == ["auth", "backend", "cache", "db", "frontend"]
     info = asyncio.run(discovery.get_service_info("backend"))
     assert (info.port, info.base_url, info.ws_url) == (
         5001,

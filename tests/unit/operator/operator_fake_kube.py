@@ -100,6 +100,15 @@ class FakeKube:
         return self.logs.get(pod, "")
 
 
+#: Three HTTP services that wait for nothing (the reference stack without its database, cache
+#: and jobs): what the reconcile tests of single services work on.
+TRIO: list[Obj] = [
+    {"name": "auth", "image": "testenv/auth:0.1.0", "port": 8080},
+    {"name": "backend", "image": "testenv/backend:0.1.0", "port": 8081, "websocketPath": "/ws"},
+    {"name": "frontend", "image": "testenv/frontend:0.1.0", "port": 8082},
+]
+
+
 def demo_environment(spec: Obj | None = None) -> Obj:
     """The TestEnvironment ``demo`` the reconcile tests work on."""
     return {
@@ -111,5 +120,5 @@ def demo_environment(spec: Obj | None = None) -> Obj:
             "generation": 1,
             "creationTimestamp": "2026-01-01T00:00:00Z",
         },
-        "spec": spec if spec is not None else {"ttl": "1h"},
+        "spec": spec if spec is not None else {"ttl": "1h", "services": copy.deepcopy(TRIO)},
     }

@@ -18,15 +18,20 @@ from testenv.api import (
 
 def test_empty_spec_is_the_reference_environment() -> None:
     spec = TestEnvironmentSpec.model_validate({})
-    assert [s.name for s in spec.services] == ["auth", "backend", "frontend"]
-    assert len({s.port for s in spec.services}) == 3
+    assert [s.name for s in spec.services] == ["auth", "backend", "frontend", "db", "cache"]
+    assert [j.name for j in spec.jobs] == ["migrate", "seed"]
+    assert spec.service("auth").depends_on == ["db"]
+    assert spec.service("db").preset == "postgres" and spec.service("cache").preset == "redis"
+    # services given: none of the reference stack's jobs
+    own = TestEnvironmentSpec.model_validate({"services": [{"name": "a", "image": "x"}]})
+    assert own.jobs == []
     assert spec.ttl == "1h"
     assert spec.namespace_for("demo") == "testenv-demo"
 
 
 def test_reference_services_have_unique_ports() -> None:
-    ports = [s.port for s in reference_services()]
-    assert len(set(ports)) == len(ports)
+    ports = [s.port for s in reference_services() if s.port is not None]
+    assert ports == [8080, 8081, 8082]
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,16 @@ def test_namespace_and_owner() -> None:
         }
     kinds = [o["kind"] for o in objs]
     assert "Secret" not in kinds and "ConfigMap" not in kinds
-    assert kinds.count("Deployment") == kinds.count("Service") == 3
+    # the reference stack: five services, two jobs
+    assert kinds.count("Service") == kinds.count("Deployment") == 5
+    assert kinds.count("Job") == 2
+    # only what waits for nothing, when the others are not started yet
+    first = render_environment("demo", UID, spec, started={"db", "cache", "frontend"})
+    assert sorted(o["metadata"]["name"] for o in first if o["kind"] in ("Deployment", "Job")) == [
+        "cache",
+        "db",
+        "frontend",
+    ]
 
 
 def test_container_contract() -> None:
@@ -127,7 +136,13 @@ def test_discovery_records() -> None:
     spec = TestEnvironmentSpec()
     cm = render_discovery("demo", UID, spec)
     assert cm["metadata"]["name"] == "testenv-discovery"
-    assert set(cm["data"]) == {"auth.json", "backend.json", "frontend.json"}
+    assert set(cm["data"]) == {
+        "auth.json",
+        "backend.json",
+        "frontend.json",
+        "db.json",
+        "cache.json",
+    }
     import json
 
     rec = json.loads(cm["data"]["backend.json"])

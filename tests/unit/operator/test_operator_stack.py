@@ -132,6 +132,7 @@ async def test_workloads_start_in_dependency_order(
     await settle(rec, kube, clock)
     assert kube.find("Deployment", "api", NS) is not None
     assert status(kube)["phase"] == "Provisioning"
+    assert kube.find("ConfigMap", "testenv-discovery", NS) is None
 
     make_ready(kube, "api")
     await settle(rec, kube, clock)
@@ -140,6 +141,22 @@ async def test_workloads_start_in_dependency_order(
     assert st["jobs"][0]["phase"] == "Succeeded"
     assert "1/1 jobs done" in st["message"]
     assert kube.find("ConfigMap", "testenv-discovery", NS) is not None
+
+
+async def test_discovery_waits_for_the_jobs(rec: Reconciler, kube: FakeKube, clock: Clock) -> None:
+    env = body(kube)
+    env["spec"]["services"][1]["dependsOn"] = []  # api no longer waits for the job
+    await rec.reconcile(body(kube))
+    make_ready(kube, "db")
+    make_ready(kube, "api")
+    await settle(rec, kube, clock)
+    assert kube.find("Job", "migrate", NS) is not None
+    assert kube.find("ConfigMap", "testenv-discovery", NS) is None
+    assert status(kube)["phase"] == "Provisioning"
+    finish_job(kube, "migrate", ok=True)
+    await settle(rec, kube, clock)
+    assert kube.find("ConfigMap", "testenv-discovery", NS) is not None
+    assert status(kube)["phase"] == "Ready"
 
 
 async def test_a_failed_job_fails_the_environment_with_its_logs(

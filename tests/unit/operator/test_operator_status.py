@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from operator_factories import deployment, pod
+from operator_fake_kube import TRIO
 
 from testenv.api import Phase, TestEnvironmentSpec, TestEnvironmentStatus
 from testenv_operator.status import (
@@ -17,7 +18,7 @@ from testenv_operator.status import (
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-SPEC = TestEnvironmentSpec()
+SPEC = TestEnvironmentSpec.model_validate({"services": TRIO})
 NS = {"metadata": {"name": "testenv-demo", "creationTimestamp": "2026-01-01T00:00:02Z"}}
 
 

@@ -164,7 +164,7 @@ def test_service_that_cannot_start(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--testenv-local-package=no_such_services_pkg")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(
-        ["*EnvironmentFailedError*exited with code 1*", "*No module named 'no_such_services_pkg'*"]
+        ["*ConfigurationError*local mode has no module no_such_services_pkg.auth to run*"]
     )
 
 
@@ -337,3 +337,21 @@ def test_the_plugins_dev_launcher_fixture(pytester: pytest.Pytester) -> None:
     result = run(pytester)
     result.assert_outcomes(passed=1)
     assert len([line for line in result.outlines if "auth ready (" in line]) == 1
+
+
+def test_local_mode_runs_the_reference_services_and_says_what_it_leaves_out() -> None:
+    from testenv._local import LocalServices
+    from testenv.api import TestEnvironmentSpec
+
+    runnable, left_out, problems = LocalServices(TestEnvironmentSpec(), name="x").plan()
+    assert [s.name for s in runnable] == ["auth", "backend", "frontend"]
+    assert left_out == ["db (postgres preset)", "cache (redis preset)", "job migrate", "job seed"]
+    assert problems == []
+    own = TestEnvironmentSpec.model_validate(
+        {"services": [{"name": "shop", "image": "example/shop:1"}]}
+    )
+    _, _, problems = LocalServices(own, name="x").plan()
+    assert problems == [
+        "service shop runs the image example/shop:1; local mode has no module "
+        "testenv_services.shop to run instead"
+    ]

@@ -39,7 +39,7 @@ def _roundtrip(ws: Any, message: dict[str, Any]) -> dict[str, Any]:
 def test_health_checks_auth(backend: TestClient) -> None:
     resp = backend.get("/health")
     assert resp.status_code == 200
-    assert resp.json() == {"status": "ok", "auth": "ok"}
+    assert resp.json() == {"status": "ok", "auth": "ok", "history": "ok"}
 
 
 def test_health_fails_without_auth(backend_without_auth: TestClient) -> None:
@@ -70,11 +70,21 @@ def test_me_without_auth_is_503(backend_without_auth: TestClient) -> None:
 def test_ws_chat(backend: TestClient, token: str) -> None:
     with backend.websocket_connect(f"/ws?token={token}") as ws:
         reply = _roundtrip(ws, {"type": "chat", "text": "hello"})
-        assert reply == {"type": "chat_response", "text": "Echo: hello", "reply_to": "hello"}
+        assert reply == {
+            "type": "chat_response",
+            "text": "Echo: hello",
+            "reply_to": "hello",
+            "count": 1,
+        }
         reply = _roundtrip(ws, {"type": "chat", "message": "legacy key", "id": 7})
         assert reply["text"] == "Echo: legacy key"
         assert reply["id"] == 7
+        assert reply["count"] == 2
         assert _roundtrip(ws, {"type": "ping"}) == {"type": "pong", "user": SEED_EMAIL}
+    # the history outlives the connection
+    resp = backend.get("/api/messages", headers={"Authorization": f"Bearer {token}"})
+    assert resp.json() == {"messages": ["hello", "legacy key"]}
+    assert backend.get("/api/messages").status_code == 401
 
 
 def test_ws_accepts_a_bearer_header(backend: TestClient, token: str) -> None:
