@@ -58,6 +58,8 @@ class Provider(Protocol):
 
     async def secret(self, name: str) -> str: ...
 
+    async def reset(self, progress: Progress) -> None: ...
+
 
 @dataclass(kw_only=True)
 class _ServicesContext:

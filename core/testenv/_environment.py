@@ -8,6 +8,7 @@ import base64
 import contextlib
 import logging
 import time
+import uuid
 from typing import Any
 
 import kr8s
@@ -31,9 +32,12 @@ from .api import (
     GROUP,
     KIND,
     LEASE_RENEWED_ANNOTATION,
+    RESET_ANNOTATION,
     SPEC_HASH_LABEL,
     DiscoveryRecord,
+    JobPhase,
     Phase,
+    ResetStatus,
     TestEnvironmentSpec,
     TestEnvironmentStatus,
     parse_duration,
@@ -46,6 +50,8 @@ REUSABLE_LABEL = f"{GROUP}/reusable"
 CREATED_BY = "testenv"
 # How long teardown waits for the environment and its namespace to be gone before warning.
 TEARDOWN_TIMEOUT = 90.0
+# How long a reset (the spec's run: reset jobs) may take.
+RESET_TIMEOUT = 120.0
 
 
 class KubeEnvironment:
@@ -280,6 +286,48 @@ class KubeEnvironment:
 
         await asyncio.gather(*(one(n, r) for n, r in records.items()))
         return health
+
+    async def reset(self, progress: Progress, timeout: float = RESET_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Run the spec's ``run: reset`` jobs and wait until they are done (clean data)."""
+        if self.obj is None:
+            raise ConfigurationError("the environment is not running: nothing to reset")
+        request = uuid.uuid4().hex
+        started = time.monotonic()
+        await self.obj.async_patch(
+            {"metadata": {"annotations": {RESET_ANNOTATION: request}}}, type="merge"
+        )
+
+        def outcome(raw: dict[str, Any]) -> ResetStatus | None:
+            status = parse_status(raw.get("status") or {})
+            reset = status.reset if status is not None else None
+            if reset is None or reset.request != request:
+                return None
+            if reset.phase is JobPhase.FAILED:
+                raise EnvironmentFailedError(
+                    f"resetting TestEnvironment {self.name} failed: {reset.message}",
+                    reason="ResetFailed",
+                )
+            return reset if reset.phase is JobPhase.SUCCEEDED else None
+
+        async def done() -> None:
+            assert self.obj is not None
+            await self.obj.async_refresh()
+            while outcome(self.obj.raw) is None:
+                async with contextlib.aclosing(self.obj.async_watch()) as events:
+                    async for _, changed in events:
+                        if outcome(changed.raw) is not None:
+                            return
+                await self.obj.async_refresh()  # the watch ended (server timeout): look again
+
+        try:
+            async with asyncio.timeout(timeout):
+                await done()
+        except TimeoutError:
+            raise EnvironmentFailedError(
+                f"resetting TestEnvironment {self.name} took longer than {timeout:.0f}s",
+                reason="ResetTimeout",
+            ) from None
+        progress(f"testenv: reset {self.name} ({time.monotonic() - started:.1f}s)")
 
     async def _renew(self) -> None:
         await self.obj.async_patch(

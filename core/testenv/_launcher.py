@@ -57,6 +57,11 @@ class AttachedLocal:
     async def stop(self) -> None:
         return None
 
+    async def reset(self, progress: Progress) -> None:
+        raise ConfigurationError(
+            "local mode cannot reset data (reset jobs run on a cluster): restart the session"
+        )
+
     async def secret(self, name: str) -> str:
         raise ConfigurationError(
             f"local mode has no generated secrets (asked for {name!r}): run on a cluster"
@@ -174,6 +179,13 @@ class DevLauncher:
         if self.provider is None:
             raise RuntimeError("the services are not running: await launcher.run() first")
         return self._require_loop().run(self.provider.secret(name))
+
+    def reset(self) -> None:
+        """Run the spec's ``run: reset`` jobs and wait for them (blocking; from any thread)."""
+        self._require_result()
+        if self.provider is None:
+            raise RuntimeError("the services are not running: await launcher.run() first")
+        self._require_loop().run(self.provider.reset(self.progress))
 
     def stack(self) -> Stack:
         """The running environment's services and secrets (see :class:`Stack`)."""

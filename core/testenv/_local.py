@@ -190,6 +190,11 @@ class LocalServices:
                     }
                 await asyncio.sleep(0.05)
 
+    async def reset(self, progress: Progress) -> None:
+        raise ConfigurationError(
+            "local mode cannot reset data (reset jobs run on a cluster): restart the session"
+        )
+
     async def secret(self, name: str) -> str:
         raise ConfigurationError(
             f"local mode has no generated secrets (asked for {name!r}): run on a cluster"

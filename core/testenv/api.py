@@ -52,6 +52,9 @@ SPEC_HASH_LABEL: Final = f"{GROUP}/spec-hash"
 SERVICE_LABEL: Final = f"{GROUP}/service"
 # Label on a job's Job and pods, naming the job.
 JOB_LABEL: Final = f"{GROUP}/job"
+# Annotation a client sets (to a new unique value) to have the ``run: reset`` jobs run again;
+# the operator reports the outcome in ``status.reset``.
+RESET_ANNOTATION: Final = f"{GROUP}/reset-requested"
 # Annotation with a hash of what a Job or a pod template was rendered from.
 TEMPLATE_HASH_ANNOTATION: Final = f"{GROUP}/template-hash"
 
@@ -687,6 +690,9 @@ class JobSpec(_Workload):
     timeout: Duration = "10m"
     #: Retries after a failed attempt before the job, and the environment, fail.
     retries: Annotated[int, Field(ge=0, le=5)] = 0
+    #: ``setup``: once, before the environment is Ready. ``reset``: whenever a client asks
+    #: for clean data (the plugin's ``testenv_reset`` marker), e.g. truncate and re-seed.
+    run: Literal["setup", "reset"] = "setup"
 
 
 class SecretSpec(_Model):
@@ -742,8 +748,13 @@ def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
 
 
 def reference_jobs(tag: str = REFERENCE_IMAGE_TAG) -> list[JobSpec]:
-    """Auth's schema migration and its seed user, run by the auth image."""
+    """Auth's schema migration and its seed user, run by the auth image; ``reset`` (run on a
+    client's request) removes every user and seeds again."""
     command = ["python3", "-m", "testenv_services.auth.db"]
+    seeded = [
+        _dsn("AUTH_DATABASE_URL", "db"),
+        EnvVar(name="AUTH_SEED_USERS", value=REFERENCE_SEED_USERS),
+    ]
     return [
         JobSpec(
             name="migrate",
@@ -757,10 +768,15 @@ def reference_jobs(tag: str = REFERENCE_IMAGE_TAG) -> list[JobSpec]:
             image=f"testenv/auth:{tag}",
             command=[*command, "seed"],
             depends_on=["migrate"],
-            env=[
-                _dsn("AUTH_DATABASE_URL", "db"),
-                EnvVar(name="AUTH_SEED_USERS", value=REFERENCE_SEED_USERS),
-            ],
+            env=seeded,
+        ),
+        JobSpec(
+            name="reset",
+            image=f"testenv/auth:{tag}",
+            command=[*command, "reset"],
+            depends_on=["db"],
+            env=seeded,
+            run="reset",
         ),
     ]
 
@@ -842,6 +858,17 @@ def policy_variables(rounds: int = MAX_SERVICES + MAX_JOBS) -> list[tuple[str, s
                 "w.name + ' -> ' + w.dependsOn.filter(d, !(d in variables.names)).join(', ')",
             ),
         ),
+        (
+            "resetJobs",
+            f"{_JOBS}.filter(j, has(j.run) && j.run == 'reset').map(j, j.name)",
+        ),
+        (
+            "onReset",
+            _each_workload(
+                "has(w.dependsOn) && w.dependsOn.exists(d, d in variables.resetJobs)",
+                "w.name + ' -> ' + w.dependsOn.filter(d, d in variables.resetJobs).join(', ')",
+            ),
+        ),
         ("badSecrets", _env_problems(_BAD_SECRET)),
         ("badServices", _env_problems(_BAD_SERVICE)),
         ("r0", f"{_SERVICES}.map(w, {node}) + {_JOBS}.map(w, {node})"),
@@ -865,6 +892,11 @@ def policy_validations(rounds: int = MAX_SERVICES + MAX_JOBS) -> list[dict[str, 
             "expression": "size(variables.badDepends) == 0",
             "messageExpression": "'spec: dependsOn names unknown services or jobs: ' + "
             "variables.badDepends.join('; ')",
+        },
+        {
+            "expression": "size(variables.onReset) == 0",
+            "messageExpression": "'spec: dependsOn names jobs that run only on a reset (run: "
+            "reset): ' + variables.onReset.join('; ')",
         },
         {
             "expression": "size(variables.badSecrets) == 0",
@@ -998,7 +1030,16 @@ class TestEnvironmentSpec(_Model):
 
     @property
     def workloads(self) -> list[ServiceSpec | JobSpec]:
-        return [*self.services, *self.jobs]
+        """Services and setup jobs: what the environment starts, in dependency order."""
+        return [*self.services, *self.setup_jobs]
+
+    @property
+    def setup_jobs(self) -> list[JobSpec]:
+        return [j for j in self.jobs if j.run == "setup"]
+
+    @property
+    def reset_jobs(self) -> list[JobSpec]:
+        return [j for j in self.jobs if j.run == "reset"]
 
     def secret_names(self) -> list[str]:
         """Declared secrets, then presets' passwords that are not declared."""
@@ -1011,7 +1052,7 @@ class TestEnvironmentSpec(_Model):
 
     @model_validator(mode="after")
     def _text_bounded(self) -> TestEnvironmentSpec:
-        total = spec_text_size(self.workloads)
+        total = spec_text_size([*self.services, *self.jobs])
         if total > MAX_SPEC_TEXT:
             raise ValueError(
                 f"env, command, args and files of all services and jobs hold {total} "
@@ -1021,17 +1062,24 @@ class TestEnvironmentSpec(_Model):
 
     @model_validator(mode="after")
     def _unique_services(self) -> TestEnvironmentSpec:
-        _unique(self.workloads, "name", "service and job names")
+        _unique([*self.services, *self.jobs], "name", "service and job names")
         _unique([s for s in self.services if s.port is not None], "port", "service ports")
         _unique(self.secrets, "name", "secret names")
         return self
 
     @model_validator(mode="after")
     def _references(self) -> TestEnvironmentSpec:
-        names = {w.name for w in self.workloads}
+        names = {w.name for w in [*self.services, *self.jobs]}
+        reset = {j.name for j in self.reset_jobs}
         services = {s.name: s for s in self.services}
         secrets = set(self.secret_names())
-        for w in self.workloads:
+        for w in [*self.services, *self.jobs]:
+            on_reset = [d for d in w.depends_on if d in reset]
+            if on_reset:
+                raise ValueError(
+                    f"{w.name}: dependsOn names {', '.join(on_reset)}, which runs only on a "
+                    "reset (run: reset)"
+                )
             unknown = [d for d in w.depends_on if d not in names]
             if unknown:
                 raise ValueError(
@@ -1062,7 +1110,7 @@ class TestEnvironmentSpec(_Model):
                             f"{w.name}: env {e.name}: only a preset service (postgres, redis) "
                             f"has a dsn; {target.name} has none"
                         )
-        cycle = dependency_cycle({w.name: w.depends_on for w in self.workloads})
+        cycle = dependency_cycle({w.name: w.depends_on for w in [*self.services, *self.jobs]})
         if cycle:
             raise ValueError(f"dependsOn has a cycle: {' -> '.join(cycle)}")
         return self
@@ -1164,6 +1212,14 @@ class JobStatus(_Model):
     finished: float | None = None
 
 
+class ResetStatus(_Model):
+    """The outcome of the last reset a client asked for (``RESET_ANNOTATION``)."""
+
+    request: str
+    phase: JobPhase = JobPhase.RUNNING
+    message: str | None = None
+
+
 class Timings(_Model):
     """Seconds since the environment's creation at which each step completed."""
 
@@ -1182,6 +1238,7 @@ class TestEnvironmentStatus(_Model):
     conditions: list[Condition] = []
     services: list[ServiceStatus] = []
     jobs: list[JobStatus] = []
+    reset: ResetStatus | None = None
     ready_services: str | None = None  # "2/3", for the printer column
     timings: Timings = Timings()
     expires_at: str | None = None

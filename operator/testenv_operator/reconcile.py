@@ -32,10 +32,13 @@ from testenv.api import (
     CREDENTIALS_SECRET,
     DISCOVERY_CONFIGMAP,
     JOB_LABEL,
+    RESET_ANNOTATION,
     SERVICE_LABEL,
     TEMPLATE_HASH_ANNOTATION,
     JobPhase,
+    JobStatus,
     Phase,
+    ResetStatus,
     TestEnvironmentSpec,
     TestEnvironmentStatus,
     parse_duration,
@@ -49,6 +52,7 @@ from testenv_operator.status import (
     Observation,
     ServiceObservation,
     compute_status,
+    job_verdict,
     parse_status,
     ready_workloads,
     startable,
@@ -334,6 +338,77 @@ class Reconciler:
             lines = diagnose.last_lines(logs, self.settings.log_tail_lines)
         return events, lines
 
+    async def _reset(self, env: Environment, previous: ResetStatus | None) -> ResetStatus | None:
+        """Run the ``run: reset`` jobs once per value of the reset annotation (a client sets
+        a new one to ask for clean data); a Job left from an earlier reset is deleted first."""
+        request = env.annotations.get(RESET_ANNOTATION)
+        if not request:
+            return None
+        if (
+            previous is not None
+            and previous.request == request
+            and previous.phase
+            in (
+                JobPhase.SUCCEEDED,
+                JobPhase.FAILED,
+            )
+        ):
+            return previous
+        jobs = env.spec.reset_jobs
+        if not jobs:
+            return ResetStatus(
+                request=request,
+                phase=JobPhase.FAILED,
+                message="nothing to run: the spec has no job with run: reset",
+            )
+        if previous is None or previous.request != request:
+            names = ", ".join(j.name for j in jobs)
+            self._event(env, "Normal", "Resetting", f"a client asked for a reset: running {names}")
+        _, existing = await self._workloads(env)
+        pods = await self.reads.children("Pod", env.name, env.namespace)
+        verdicts: list[JobStatus] = []
+        for job in jobs:
+            obj = existing.get(job.name)
+            meta = (obj or {}).get("metadata") or {}
+            if obj is not None and (meta.get("annotations") or {}).get(RESET_ANNOTATION) != request:
+                if not meta.get("deletionTimestamp"):
+                    await self.kube.delete("Job", job.name, env.namespace)
+                verdicts.append(JobStatus(name=job.name, phase=JobPhase.WAITING))
+                continue
+            if obj is None:
+                objects = render.render_workload(
+                    env.name, env.uid, env.spec, job, self.settings.wait_image
+                )
+                objects[-1]["metadata"]["annotations"][RESET_ANNOTATION] = request
+                for obj_ in objects:
+                    await self.kube.apply(obj_)
+                verdicts.append(JobStatus(name=job.name, phase=JobPhase.RUNNING))
+                continue
+            jo = JobObservation(
+                spec=job,
+                job=obj,
+                pods=[
+                    p
+                    for p in pods
+                    if ((p.get("metadata") or {}).get("labels") or {}).get(JOB_LABEL) == job.name
+                ],
+            )
+            verdict = job_verdict(jo, created=env.created)
+            if verdict.phase is JobPhase.FAILED:
+                jo.events, jo.log_lines = await self._job_details(env, jo)
+                verdict = job_verdict(jo, created=env.created)
+            verdicts.append(verdict)
+        failed = [v for v in verdicts if v.phase is JobPhase.FAILED]
+        if failed:
+            message = "; ".join(v.message or v.name for v in failed)
+            self._event(env, "Warning", "ResetFailed", message)
+            return ResetStatus(request=request, phase=JobPhase.FAILED, message=message)
+        if all(v.phase is JobPhase.SUCCEEDED for v in verdicts):
+            self._event(env, "Normal", "ResetDone", "the reset jobs succeeded")
+            return ResetStatus(request=request, phase=JobPhase.SUCCEEDED, message="done")
+        running = ", ".join(v.name for v in verdicts if v.phase is not JobPhase.SUCCEEDED)
+        return ResetStatus(request=request, phase=JobPhase.RUNNING, message=f"running {running}")
+
     async def _job_details(
         self, env: Environment, jo: JobObservation
     ) -> tuple[list[str], list[str]]:
@@ -413,7 +488,7 @@ class Reconciler:
                     waiting_for=waits,
                 )
             )
-        for job in env.spec.jobs:
+        for job in env.spec.setup_jobs:
             existing = jobs.get(job.name)
             waits = waiting_for(job, ready) if existing is None else []
             if existing is None and not waits:
@@ -435,6 +510,8 @@ class Reconciler:
     async def refresh(self, env: Environment, state: EnvState) -> RefreshResult:
         previous = parse_status(env.body.get("status") or {})
         obs, missing = await self.observe(env, state)
+        if obs.namespace is not None and not (obs.conflict or obs.terminating):
+            obs.reset = await self._reset(env, previous.reset if previous else None)
         status = compute_status(obs, previous)
 
         # Evidence for new failures: last events and log lines of the failing pods.

@@ -21,6 +21,7 @@ from testenv.api import (
     JobSpec,
     JobStatus,
     Phase,
+    ResetStatus,
     ServiceSpec,
     ServiceStatus,
     ServiceTimings,
@@ -81,6 +82,8 @@ class Observation:
     conflict: str | None = None  # why the namespace cannot be used
     #: The namespace is being deleted (by someone else: the operator never deletes it).
     terminating: bool = False
+    #: The last reset a client asked for (run: reset jobs), if any.
+    reset: ResetStatus | None = None
 
 
 # --- per service ---------------------------------------------------------------------------
@@ -246,7 +249,7 @@ def ready_workloads(
         for svc in spec.services
         if deployment_ready(deployments.get(svc.name), svc.replicas)[0]
     }
-    return ready | {job.name for job in spec.jobs if job_succeeded(jobs.get(job.name))}
+    return ready | {job.name for job in spec.setup_jobs if job_succeeded(jobs.get(job.name))}
 
 
 def waiting_for(workload: ServiceSpec | JobSpec, ready: set[str]) -> list[str]:
@@ -504,6 +507,7 @@ def compute_status(
         conditions=conditions_for(phase, reason, message, prev.conditions, obs.now, obs.generation),
         services=statuses,
         jobs=jobs,
+        reset=obs.reset,
         ready_services=count,
         timings=Timings(
             namespace_created=ns_created,

@@ -27,8 +27,16 @@ if TYPE_CHECKING:
     from ._session import TestenvSession
 
 FIXTURES = frozenset(
-    {"real_services", "real_services_sync", "service_discovery", "dev_launcher", "testenv"}
+    {
+        "real_services",
+        "real_services_sync",
+        "service_discovery",
+        "dev_launcher",
+        "testenv",
+        "testenv_reset",
+    }
 )
+RESET_MARKER = "testenv_reset"
 _ASYNC_MARKERS = ("asyncio", "anyio", "trio")
 _PLUGIN = "testenv-session"
 
@@ -38,6 +46,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{RESET_MARKER}: run the environment's reset jobs (run: reset) before this test, "
+        "for clean data in a shared environment",
+    )
     config.pluginmanager.register(TestenvPlugin(config), _PLUGIN)
 
 
@@ -174,7 +187,16 @@ class TestenvPlugin:
             fixturedef.func = original  # type: ignore[misc]
 
     @pytest.hookimpl(trylast=True)
+    @pytest.hookimpl(trylast=True)  # after conftests that add markers
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        for item in items:  # the marker is the fixture, first of the test's own
+            if item.get_closest_marker(RESET_MARKER) and RESET_MARKER not in getattr(
+                item, "fixturenames", [RESET_MARKER]
+            ):
+                item.fixturenames.insert(0, RESET_MARKER)  # type: ignore[attr-defined]
+        self._modify_items(items)
+
+    def _modify_items(self, items: list[pytest.Item]) -> None:
         if self.config.pluginmanager.hasplugin("asyncio"):
             _hand_plan_fixtures_to_pytest_asyncio(items)
         # Start provisioning as soon as we know a test needs it; fixtures wait for it.
@@ -350,6 +372,16 @@ def testenv_fixture(request: pytest.FixtureRequest) -> testenv.Stack:
     _record_properties(request, result)
     assert session.launcher is not None
     return session.launcher.stack()
+
+
+@pytest.fixture
+def testenv_reset(request: pytest.FixtureRequest) -> None:
+    """Clean data before this test: runs the spec's ``run: reset`` jobs and waits for them
+    (also ``@pytest.mark.testenv_reset``). A failed reset fails the test's setup."""
+    session = _plugin(request.config).session
+    session.wait()
+    assert session.launcher is not None
+    session.launcher.reset()
 
 
 def _require(discovery: testenv.ServiceDiscovery, fixture: str, *names: str) -> None:

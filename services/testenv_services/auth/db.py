@@ -1,8 +1,10 @@
-"""``python -m testenv_services.auth.db migrate|seed``: the jobs of the reference environment.
+"""``python -m testenv_services.auth.db migrate|seed|reset``: the jobs of the reference
+environment.
 
 ``migrate`` creates auth's schema; ``seed`` adds the users of ``AUTH_SEED_USERS``
-(``email:password,...``), keeping any that exist. Both are idempotent and read the database
-from ``AUTH_DATABASE_URL``. Exit codes: 0 done, 1 the database refused, 2 bad configuration.
+(``email:password,...``), keeping any that exist; ``reset`` removes every user, then seeds
+(the reset job: clean data for a test that asks for it). All read the database from
+``AUTH_DATABASE_URL``. Exit codes: 0 done, 1 the database refused, 2 bad configuration.
 """
 
 from __future__ import annotations
@@ -39,19 +41,29 @@ def seed(dsn: str, text: str) -> str:
     return f"seeded {added} of {len(users)} users ({len(users) - added} already there)"
 
 
+def reset(dsn: str, text: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        cur = conn.execute("DELETE FROM users")
+        removed = cur.rowcount
+    return f"removed {removed} users; " + seed(dsn, text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args not in (["migrate"], ["seed"]):
-        print("usage: python -m testenv_services.auth.db migrate|seed", file=sys.stderr)
+    if args not in (["migrate"], ["seed"], ["reset"]):
+        print("usage: python -m testenv_services.auth.db migrate|seed|reset", file=sys.stderr)
         return 2
     dsn = os.environ.get(DATABASE_ENV, "")
     try:
         if not dsn:
             raise ConfigError(f"{DATABASE_ENV} must name the database")
+        users = os.environ.get("AUTH_SEED_USERS", "")
         if args == ["migrate"]:
             print(migrate(dsn), flush=True)
+        elif args == ["seed"]:
+            print(seed(dsn, users), flush=True)
         else:
-            print(seed(dsn, os.environ.get("AUTH_SEED_USERS", "")), flush=True)
+            print(reset(dsn, users), flush=True)
     except ConfigError as exc:
         print(f"auth db {args[0]}: {exc}", file=sys.stderr)
         return 2

@@ -150,6 +150,14 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
         },
         "dependsOn has a cycle",
     ),
+    (
+        "depends-on-a-reset-job",
+        {
+            "services": [{**SVC, "dependsOn": ["wipe"]}],
+            "jobs": [{"name": "wipe", "image": "x", "run": "reset"}],
+        },
+        "dependsOn names jobs that run only on a reset (run: reset): api -> wipe",
+    ),
     ("self-dependency", {"services": [{**SVC, "dependsOn": ["api"]}]}, "api depends on itself"),
     (
         "unknown-dependency",

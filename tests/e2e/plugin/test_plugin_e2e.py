@@ -153,6 +153,45 @@ def test_reuse_second_run_reuses_the_ready_environment(pytester: pytest.Pytester
             obj.delete()
 
 
+RESET_CONFTEST = """
+import pytest
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name == "test_first_time_user_journey":
+            item.add_marker(pytest.mark.testenv_reset)
+"""
+
+
+def test_reset_gives_the_plans_journey_clean_data_in_a_reused_environment(
+    plan_tests: str, pytester: pytest.Pytester
+) -> None:
+    """The plan's journey registers a fixed e-mail address: with the reset marker it passes
+    again and again against one reused environment; without it, the address is taken."""
+    pytester.makeconftest(RESET_CONFTEST)
+    pytester.makepyfile(test_plan=plan_tests)
+    first = run(pytester, "--testenv-reuse", "--testenv-report=first.json")
+    first.assert_outcomes(passed=2)
+    name = json.loads((pytester.path / "first.json").read_text())["environment"]["name"]
+    try:
+        second = run(pytester, "--testenv-reuse")
+        second.assert_outcomes(passed=2)
+        assert f"testenv: reusing TestEnvironment {name}" in second.stdout.str()
+        obj = get_env(name)
+        assert obj is not None
+        assert obj.raw["status"]["reset"]["phase"] == "Succeeded"
+
+        pytester.makeconftest("")
+        third = run(pytester, "--testenv-reuse")
+        third.assert_outcomes(passed=1, failed=1)
+        third.stdout.fnmatch_lines(["*409*already registered*"])
+    finally:
+        obj = get_env(name)
+        if obj is not None:
+            obj.delete()
+
+
 def test_killed_pytest_env_expires_with_its_lease(pytester: pytest.Pytester) -> None:
     spec = pytester.path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"lease": "20s"}))

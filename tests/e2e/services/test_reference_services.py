@@ -8,6 +8,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -132,3 +133,34 @@ def test_frontend_page_logs_in_and_chats_in_chromium(real_services: RealServiceC
         finally:
             browser.close()
     assert (ARTIFACTS / "frontend-chat.png").stat().st_size > 0
+
+
+async def test_users_and_chat_history_survive_restarts_of_their_pods(
+    real_services: RealServiceContext, k: Any
+) -> None:
+    """Auth keeps its users in PostgreSQL and the backend its chat history in Redis: new pods
+    of both find what the old ones stored."""
+    email = _unique_email()
+    await real_services.auth_client.register(email=email, password="correct-horse")
+    token = await real_services.auth_client.login(email, "correct-horse")
+    async with await real_services.websocket_factory(token) as ws:
+        await ws.send_chat("before the restart")
+        assert (await ws.receive())["count"] == 1
+
+    ns = real_services.environment.namespace if real_services.environment else None
+    assert ns
+    for service in ("auth", "backend"):
+        k("-n", ns, "delete", "pod", "-l", f"testenv.dev/service={service}", "--wait=true")
+    for service in ("auth", "backend"):
+        k("-n", ns, "rollout", "status", f"deploy/{service}", "--timeout=120s")
+    name = real_services.environment.name if real_services.environment else ""
+    k("wait", "--for=jsonpath={.status.phase}=Ready", f"testenv/{name}", "--timeout=120s")
+
+    token = await real_services.auth_client.login(email, "correct-horse")  # a new auth pod
+    history = await real_services.backend_client.request(
+        "GET", "/api/messages", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert history.json() == {"messages": ["before the restart"]}
+    async with await real_services.websocket_factory(token) as ws:
+        await ws.send_chat("after the restart")
+        assert (await ws.receive())["count"] == 2

@@ -19,7 +19,8 @@ from testenv.api import (
 def test_empty_spec_is_the_reference_environment() -> None:
     spec = TestEnvironmentSpec.model_validate({})
     assert [s.name for s in spec.services] == ["auth", "backend", "frontend", "db", "cache"]
-    assert [j.name for j in spec.jobs] == ["migrate", "seed"]
+    assert [j.name for j in spec.jobs] == ["migrate", "seed", "reset"]
+    assert [j.name for j in spec.reset_jobs] == ["reset"]
     assert spec.service("auth").depends_on == ["db"]
     assert spec.service("db").preset == "postgres" and spec.service("cache").preset == "redis"
     # services given: none of the reference stack's jobs

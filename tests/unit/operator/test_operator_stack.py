@@ -236,3 +236,49 @@ async def test_a_changed_job_is_run_again(rec: Reconciler, kube: FakeKube, clock
     assert job is not None
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command == ["migrate", "--again"]
+
+
+async def test_a_reset_runs_the_reset_jobs_once_per_request(
+    rec: Reconciler, kube: FakeKube, clock: Clock, events: list[tuple[str, str, str]]
+) -> None:
+    env = body(kube)
+    env["spec"]["jobs"].append(
+        {"name": "wipe", "image": "example/api:1", "run": "reset", "dependsOn": ["db"]}
+    )
+    await rec.reconcile(body(kube))
+    assert kube.find("Job", "wipe", NS) is None  # not part of the setup
+    assert [j["name"] for j in status(kube)["jobs"]] == ["migrate"]
+
+    env["metadata"]["annotations"] = {"testenv.dev/reset-requested": "r1"}
+    await rec.reconcile(body(kube))
+    job = kube.find("Job", "wipe", NS)
+    assert job is not None
+    assert job["metadata"]["annotations"]["testenv.dev/reset-requested"] == "r1"
+    assert status(kube)["reset"] == {"request": "r1", "phase": "Running", "message": "running wipe"}
+    finish_job(kube, "wipe", ok=True)
+    await settle(rec, kube, clock)
+    assert status(kube)["reset"]["phase"] == "Succeeded"
+    assert any(r == "ResetDone" for _, r, _ in events)
+
+    # a new request: the old Job goes, a new one runs; a failure carries its log
+    env["metadata"]["annotations"]["testenv.dev/reset-requested"] = "r2"
+    await rec.reconcile(body(kube))
+    assert ("delete", "Job", "wipe") in kube.calls
+    await settle(rec, kube, clock)
+    job = kube.find("Job", "wipe", NS)
+    assert job is not None
+    assert job["metadata"]["annotations"]["testenv.dev/reset-requested"] == "r2"
+    kube.logs["wipe-x"] = "TRUNCATE failed: permission denied\n"
+    finish_job(kube, "wipe", ok=False)
+    await settle(rec, kube, clock)
+    reset = status(kube)["reset"]
+    assert reset["phase"] == "Failed" and "permission denied" in reset["message"]
+
+
+async def test_a_reset_without_reset_jobs_fails_with_a_reason(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    body(kube)["metadata"]["annotations"] = {"testenv.dev/reset-requested": "r1"}
+    await rec.reconcile(body(kube))
+    reset = status(kube)["reset"]
+    assert reset["phase"] == "Failed" and "no job with run: reset" in reset["message"]

@@ -345,7 +345,13 @@ def test_local_mode_runs_the_reference_services_and_says_what_it_leaves_out() ->
 
     runnable, left_out, problems = LocalServices(TestEnvironmentSpec(), name="x").plan()
     assert [s.name for s in runnable] == ["auth", "backend", "frontend"]
-    assert left_out == ["db (postgres preset)", "cache (redis preset)", "job migrate", "job seed"]
+    assert left_out == [
+        "db (postgres preset)",
+        "cache (redis preset)",
+        "job migrate",
+        "job seed",
+        "job reset",
+    ]
     assert problems == []
     own = TestEnvironmentSpec.model_validate(
         {"services": [{"name": "shop", "image": "example/shop:1"}]}
