@@ -298,8 +298,8 @@ class KubeEnvironment:
         )
 
         def outcome(raw: dict[str, Any]) -> ResetStatus | None:
-            status = parse_status(raw.get("status") or {})
-            reset = status.reset if status is not None else None
+            status = parse_status(raw)
+            reset = status.reset
             if reset is None or reset.request != request:
                 return None
             if reset.phase is JobPhase.FAILED:
