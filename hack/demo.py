@@ -67,6 +67,11 @@ async def _probe(namespace: str, record: DiscoveryRecord, env_name: str) -> str:
         sock.bind(("127.0.0.1", 0))
         free = sock.getsockname()[1]
     async with pods[0].portforward(remote_port=record.port, local_port=free) as port:
+        if record.health_url is None:  # a TCP service (PostgreSQL, Redis): it accepts?
+            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+            writer.close()
+            await writer.wait_closed()
+            return "TCP connection through a port-forward"
         path = record.health_url.split(str(record.port), 1)[1]
         async with httpx.AsyncClient() as client:
             response = await client.get(f"http://127.0.0.1:{port}{path}", timeout=10)
@@ -105,7 +110,7 @@ async def up(name: str, budget_s: float) -> int:
     _say(f"    expires at {status.get('expiresAt')}; `kubectl get testenv {name}` shows it\n")
     for rec in sorted(records, key=lambda r: r.name):
         probe = await _probe(namespace, rec, name)
-        _say(f"  {rec.name:<9} {rec.base_url}  (health: {probe})")
+        _say(f"  {rec.name:<9} {rec.base_url or rec.url}  (health: {probe})")
         if rec.ws_url:
             _say(f"  {'':<9} {rec.ws_url}")
         _say(f"  {'':<9} reach it: kubectl -n {namespace} port-forward svc/{rec.name} {rec.port}")
