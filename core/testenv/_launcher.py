@@ -26,9 +26,9 @@ from ._discovery import (
     write_discovery_files,
 )
 from ._environment import KubeEnvironment
-from ._errors import ConfigurationError, ProvisioningTimeoutError, TestenvError
+from ._errors import ProvisioningTimeoutError, TestenvError
 from ._kube import connect, delete_environment
-from ._local import LocalServices, terminate_pids
+from ._local import LocalServices, no_reset, no_secrets, terminate_pids
 from ._loop import BackgroundLoop
 from ._portforward import verify
 from ._settings import LauncherConfig
@@ -58,14 +58,10 @@ class AttachedLocal:
         return None
 
     async def reset(self, progress: Progress) -> None:
-        raise ConfigurationError(
-            "local mode cannot reset data (reset jobs run on a cluster): restart the session"
-        )
+        raise no_reset()
 
     async def secret(self, name: str) -> str:
-        raise ConfigurationError(
-            f"local mode has no generated secrets (asked for {name!r}): run on a cluster"
-        )
+        raise no_secrets(name)
 
     async def forensics(self) -> str:
         return (

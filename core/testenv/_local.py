@@ -41,6 +41,18 @@ def tail(path: Path, lines: int = LOG_TAIL) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def no_reset() -> ConfigurationError:
+    return ConfigurationError(
+        "local mode cannot reset data (reset jobs run on a cluster): restart the session"
+    )
+
+
+def no_secrets(name: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"local mode has no generated secrets (asked for {name!r}): run on a cluster"
+    )
+
+
 def _module_exists(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -191,14 +203,10 @@ class LocalServices:
                 await asyncio.sleep(0.05)
 
     async def reset(self, progress: Progress) -> None:
-        raise ConfigurationError(
-            "local mode cannot reset data (reset jobs run on a cluster): restart the session"
-        )
+        raise no_reset()
 
     async def secret(self, name: str) -> str:
-        raise ConfigurationError(
-            f"local mode has no generated secrets (asked for {name!r}): run on a cluster"
-        )
+        raise no_secrets(name)
 
     def pids(self) -> list[int]:
         return [p.process.pid for p in self.procs.values() if p.process is not None]
