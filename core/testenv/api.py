@@ -458,6 +458,14 @@ class _Workload(_Model):
             raise ValueError(f"{self.name} depends on itself: remove it from its dependsOn")
         return self
 
+    def effective_env(self) -> list[EnvVar]:
+        """The env the container gets besides the contract (a preset adds its own)."""
+        return list(self.env)
+
+    def effective_scratch(self) -> list[ScratchDir]:
+        """The writable directories besides /tmp (a preset adds its data directory)."""
+        return list(self.scratch)
+
     def text_size(self) -> int:
         """Characters of env, command, args and files (counted against MAX_SPEC_TEXT)."""
         return (

@@ -177,8 +177,7 @@ def container_env(
             "valueFrom": {"secretKeyRef": {"name": SERVICES_SECRET, "key": SECRET_KEY}},
         }
     )
-    own = workload.effective_env() if isinstance(workload, ServiceSpec) else workload.env
-    for var in own:
+    for var in workload.effective_env():
         if var.secret is not None:
             env.append({"name": var.name, "valueFrom": _secret_ref(var.secret)})
         elif var.service is not None:
@@ -277,10 +276,7 @@ def _container(
     """What the pod template needs beyond the workload itself."""
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[Obj] = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
-    scratch = (
-        workload.effective_scratch() if isinstance(workload, ServiceSpec) else workload.scratch
-    )
-    for i, dir_ in enumerate(scratch):
+    for i, dir_ in enumerate(workload.effective_scratch()):
         mounts.append({"name": f"scratch-{i}", "mountPath": dir_.path})
         volumes.append({"name": f"scratch-{i}", "emptyDir": {"sizeLimit": dir_.size_limit}})
     for i, file in enumerate(workload.files):
