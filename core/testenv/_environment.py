@@ -69,12 +69,15 @@ class KubeEnvironment:
         reuse: bool = False,
         keep: bool = False,
         lease: str = "2m",
+        wait_deleted: bool = False,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context
         self.hash = spec_hash(spec)
         self.reuse = reuse
         self.keep = keep
+        #: At teardown, wait until the namespace is gone (not only terminating).
+        self.wait_deleted = wait_deleted
         self.shared = shared
         # Environments that outlive the session carry no lease (their ttl still applies).
         self.spec = (
@@ -373,6 +376,7 @@ class KubeEnvironment:
                 self.name,
                 self.namespace or self.spec.namespace_for(self.name),
                 budget_s=TEARDOWN_TIMEOUT,
+                wait_gone=self.wait_deleted,
             )
 
     def how_to_reach(self) -> list[str]:

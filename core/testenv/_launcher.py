@@ -257,6 +257,7 @@ class DevLauncher:
             reuse=c.reuse,
             keep=c.keep,
             lease=c.lease,
+            wait_deleted=c.wait_deleted,
         )
 
     async def _start(self, provider: Provider) -> StartResult:

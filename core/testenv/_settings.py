@@ -92,6 +92,9 @@ class LauncherConfig(BaseSettings):
     reuse: bool = False
     #: Keep the environment after shutdown and say how to reach it.
     keep: bool = False
+    #: At teardown, wait until the environment's namespace is gone, not only terminating
+    #: (its deletion is then committed; waiting for the last object costs seconds).
+    wait_deleted: bool = False
     #: Seconds to wait until every service is healthy.
     #: (Also ``TESTENV_TIMEOUT``, the pytest option's variable.)
     startup_timeout: float = Field(300.0, gt=0)

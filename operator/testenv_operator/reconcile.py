@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -69,8 +69,11 @@ EventPoster = Callable[[Obj, str, str, str], None]
 
 
 #: API errors that mean "this spec cannot be applied as it is": bad request, forbidden (e.g.
-#: by an admission policy or a quota), invalid. Others (conflicts, 5xx, timeouts) are retried.
-REFUSALS = frozenset({400, 403, 422})
+#: by an admission policy or a quota), too large, invalid. Others (conflicts, 5xx, timeouts)
+#: are retried.
+REFUSALS = frozenset({400, 403, 413, 422})
+#: The longest API-server message copied into a status or an event.
+MAX_REFUSAL_MESSAGE = 1000
 
 
 def _terminating(namespace: Obj | None) -> bool:
@@ -628,7 +631,7 @@ class Reconciler:
             needs_apply = state.reapply or state.applied_generation != env.generation
             if needs_apply:
                 await self._apply_or_fail(env, state)
-            result = await self.refresh(env, state)
+            result = await self._refresh_or_fail(env, state)
             names = {m.split("/", 1)[1] for m in result.missing}
             # Start what became startable at once; recreate what vanished once reads settled.
             if (
@@ -653,7 +656,7 @@ class Reconciler:
                 fresh = await self._environment(name, state)
                 if fresh is None:
                     return None
-                result = await self.refresh(self.environment(fresh), state)
+                result = await self._refresh_or_fail(self.environment(fresh), state)
             return result
 
     def _settled(self, state: EnvState) -> bool:
@@ -679,16 +682,39 @@ class Reconciler:
         except KubeError as exc:
             if not _refused(exc):
                 raise
-            message = f"the API server refused the environment's objects: {exc.message}"
-            state.refused_generation, state.refused_message = env.generation, message
-            await self._fail_invalid(env.body, message)
-            self._event(env, "Warning", "Refused", message)
-            raise InvalidSpec(message) from exc
+            await self._refuse(env, state, "the environment's objects", exc)
 
-    async def _fail_invalid(self, body: Obj, message: str) -> None:
+    async def _refresh_or_fail(self, env: Environment, state: EnvState) -> RefreshResult:
+        """Refresh; a refusal of what it writes (the discovery ConfigMap, a reset Job, the
+        status) fails this generation like a refused apply does."""
+        try:
+            return await self.refresh(env, state)
+        except KubeError as exc:
+            if not _refused(exc):
+                raise
+            await self._refuse(env, state, "what the environment publishes", exc)
+
+    async def _refuse(
+        self, env: Environment, state: EnvState, what: str, exc: KubeError
+    ) -> NoReturn:
+        """Record the refusal of this generation, write Failed with the server's reason (cut
+        to :data:`MAX_REFUSAL_MESSAGE`), post it once and raise :class:`InvalidSpec`."""
+        reason = exc.message
+        if len(reason) > MAX_REFUSAL_MESSAGE:
+            reason = reason[:MAX_REFUSAL_MESSAGE] + "…"
+        message = f"the API server refused {what}: {reason}"
+        state.refused_generation, state.refused_message = env.generation, message
+        state.written_status = await self._fail_invalid(env.body, message)
+        self._event(env, "Warning", "Refused", message)
+        raise InvalidSpec(message) from exc
+
+    async def _fail_invalid(self, body: Obj, message: str) -> Obj | None:
+        """Write a Failed status holding only ``message``; the status written (None if the
+        environment is gone)."""
         name = str((body.get("metadata") or {})["name"])
         status = TestEnvironmentStatus(phase=Phase.FAILED, message=message)
-        await self.kube.patch_status(name, status_patch(status))
+        written = await self.kube.patch_status(name, status_patch(status))
+        return (written or {}).get("status")
 
     async def expire_if_due(self, env: Environment) -> expiry.Deadline | None:
         due = expiry.expired(self.clock(), env.created, env.spec, env.annotations)

@@ -70,6 +70,11 @@ OPTIONS: tuple[_Opt, ...] = (
     ),
     _Opt("keep", "keep the environment after the session and print how to reach it", "bool"),
     _Opt(
+        "wait_deleted",
+        "at teardown, wait until the namespace is gone, not only terminating (slower)",
+        "bool",
+    ),
+    _Opt(
         "timeout",
         "seconds to wait for the environment to become Ready (default: 300)",
         field="startup_timeout",

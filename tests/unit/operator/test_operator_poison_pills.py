@@ -5,6 +5,7 @@ Failed with its reason (not retried forever), and every environment still ends a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import re
 from datetime import timedelta
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from operator_fake_kube import FakeKube, demo_environment
 from pydantic import ValidationError
-from test_operator_reconcile import T0, Clock
+from test_operator_reconcile import T0, Clock, make_ready
 
 from testenv.api import (
     DURATION,
@@ -119,6 +120,46 @@ async def test_a_refused_spec_fails_once_with_the_reason_and_is_not_retried() ->
     assert [c for c in kube.calls if c[:2] == ("apply", "Namespace")] == [
         ("apply", "Namespace", "testenv-demo")
     ]
+
+
+class RefusingDiscoveryKube(FakeKube):
+    """The API server refuses the discovery ConfigMap (a quota, a policy, its size)."""
+
+    async def apply(self, obj: Obj) -> Obj:
+        if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == "testenv-discovery":
+            raise KubeError(403, 'configmaps "testenv-discovery" is forbidden: ' + "x" * 5000)
+        return await super().apply(obj)
+
+
+class RefusingStatusKube(FakeKube):
+    """The API server refuses every status but a bare Failed one (a status it cannot store)."""
+
+    async def patch_status(self, name: str, patch: Obj) -> Obj | None:
+        if patch["status"].get("phase") != "Failed" or patch["status"].get("services"):
+            raise KubeError(422, 'TestEnvironment "demo" is invalid: status.services: bad')
+        return await super().patch_status(name, patch)
+
+
+@pytest.mark.parametrize("kube_type", [RefusingDiscoveryKube, RefusingStatusKube])
+async def test_a_refused_publication_fails_once_with_a_bounded_reason(
+    kube_type: type[FakeKube],
+) -> None:
+    kube = kube_type()
+    kube.put(demo_environment())
+    events: list[str] = []
+    rec = Reconciler(kube, Settings(), lambda b, t, r, m: events.append(r), clock=Clock())
+    with contextlib.suppress(InvalidSpec):
+        await rec.reconcile(copy.deepcopy(kube.find("TestEnvironment", "demo") or {}))
+    make_ready(kube)
+    for _ in range(3):
+        with pytest.raises(InvalidSpec, match="refused what the environment publishes"):
+            await rec.reconcile(copy.deepcopy(kube.find("TestEnvironment", "demo") or {}))
+    status = (kube.find("TestEnvironment", "demo") or {})["status"]
+    assert status["phase"] == "Failed"
+    assert "the API server refused what the environment publishes" in status["message"]
+    assert len(status["message"]) < 1100
+    assert events.count("Refused") == 1
+    assert kube.find("ConfigMap", "testenv-discovery", "testenv-demo") is None
 
 
 async def test_an_unusable_spec_still_ends_at_its_ttl() -> None:

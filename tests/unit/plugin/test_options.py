@@ -22,6 +22,7 @@ def test_help_lists_the_testenv_group(pytester: pytest.Pytester) -> None:
         "--testenv-spec",
         "--testenv-reuse",
         "--testenv-keep",
+        "--testenv-wait-deleted",
         "--testenv-timeout",
         "--testenv-report",
         "--testenv-mode",
