@@ -110,13 +110,6 @@ DNS1035_LABEL: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # small enough that adding it to a date can never overflow.
 DURATION: Final = r"^([0-9]{1,5}(s|m|h|d)){1,4}$"
 ENV_NAME: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
-# [prefix/]name: the prefix a DNS subdomain (at most 253 characters, LABEL_KEY_PREFIX_SIZE),
-# the name at most 63 characters.
-LABEL_KEY: Final = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-LABEL_KEY_PREFIX_SIZE: Final = r"^([^/]{1,253}/)?[^/]*$"
 # An image reference: registry/path:tag@digest characters only (printable ASCII).
 IMAGE: Final = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
 # Env values: any text but control characters (tab, newline and carriage return are fine).
@@ -128,8 +121,11 @@ LABEL_VALUE: Final = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # Names the operator sets itself in every container; a spec may not override them.
 RESERVED_ENV_NAMES: Final = (ENV_PORT, ENV_ENVIRONMENT, ENV_NAMESPACE, ENV_SERVICE, ENV_SECRET_KEY)
 RESERVED_ENV_PREFIX: Final = "TESTENV_"
-# Namespaces an environment may never take over.
-PROTECTED_NAMESPACES: Final = ("default", "kube-system", "kube-public", "kube-node-lease")
+#: Every environment's namespace starts with this; the operator may create no other.
+NAMESPACE_PREFIX: Final = "testenv-"
+# A label key without a prefix: keys with a prefix (kubernetes.io/, istio.io/, testenv.dev/)
+# belong to other systems and are never set from a spec.
+LABEL_NAME: Final = r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 # Longest TestEnvironment name: the namespace ``testenv-<name>`` must fit in 63 characters.
 MAX_ENVIRONMENT_NAME: Final = 55
 
@@ -953,13 +949,25 @@ def dependency_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
     return None
 
 
+_NAMESPACE_MESSAGE: Final = (
+    f"namespace must start with {NAMESPACE_PREFIX} and name a namespace that does not exist "
+    f"(e.g. {NAMESPACE_PREFIX}my-branch): the operator creates it and never takes one over"
+)
+_LABELS_MESSAGE: Final = (
+    "label keys must be plain names without a prefix (at most 63 alphanumerics, '-', '_', "
+    "'.', e.g. team or pr): prefixed keys such as kubernetes.io/ or istio.io/ belong to other "
+    "systems"
+)
+
+
 class TestEnvironmentSpec(_Model):
     """What a user declares. Every field has a default: ``spec: {}`` is a valid environment."""
 
     __test__ = False  # not a pytest test class, despite the name
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
 
-    #: The namespace (default ``testenv-<name>``); never an existing one.
+    #: The namespace (default ``testenv-<name>``): always starts with ``testenv-``; the
+    #: operator creates it and never takes over an existing one.
     namespace: Annotated[
         str | None,
         Field(
@@ -968,9 +976,9 @@ class TestEnvironmentSpec(_Model):
             json_schema_extra={
                 "x-kubernetes-validations": [
                     {
-                        "rule": "!(self in " + repr(list(PROTECTED_NAMESPACES)) + ")",
-                        "message": "namespace must not be a system namespace "
-                        "(default, kube-system, kube-public, kube-node-lease)",
+                        "rule": f"self.startsWith('{NAMESPACE_PREFIX}') && "
+                        f"self.size() > {len(NAMESPACE_PREFIX)}",
+                        "message": _NAMESPACE_MESSAGE,
                     }
                 ]
             },
@@ -1003,7 +1011,8 @@ class TestEnvironmentSpec(_Model):
     ttl: Duration = "1h"
     #: Deleted when not renewed for this long (the plugin renews it while a test session runs).
     lease: Duration | None = None
-    #: Labels for the environment's objects.
+    #: Labels for the environment's workloads, Services and ConfigMaps (never its
+    #: namespace): plain keys without a prefix, e.g. ``team``, ``pr``.
     labels: Annotated[
         dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]],
         Field(
@@ -1011,14 +1020,8 @@ class TestEnvironmentSpec(_Model):
             json_schema_extra={
                 "x-kubernetes-validations": [
                     {
-                        "rule": "self.all(k, k.matches("
-                        + _cel_string(LABEL_KEY_PREFIX_SIZE)
-                        + ") && k.matches("
-                        + _cel_string(LABEL_KEY)
-                        + "))",
-                        "message": "label keys must be valid Kubernetes label keys "
-                        "([prefix/]name; prefix: a DNS subdomain of at most 253 characters; "
-                        "name: at most 63 alphanumerics, '-', '_', '.')",
+                        "rule": "self.all(k, k.matches(" + _cel_string(LABEL_NAME) + "))",
+                        "message": _LABELS_MESSAGE,
                     }
                 ]
             },
@@ -1125,21 +1128,19 @@ class TestEnvironmentSpec(_Model):
 
     @field_validator("namespace")
     @classmethod
-    def _not_protected(cls, value: str | None) -> str | None:
-        if value in PROTECTED_NAMESPACES:
-            raise ValueError(f"namespace must not be a system namespace, got {value!r}")
+    def _prefixed(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith(NAMESPACE_PREFIX) or len(value) <= len(NAMESPACE_PREFIX)
+        ):
+            raise ValueError(f"{_NAMESPACE_MESSAGE}, got {value!r}")
         return value
 
     @field_validator("labels")
     @classmethod
     def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
-        bad = sorted(
-            k
-            for k in labels
-            if not re.fullmatch(LABEL_KEY_PREFIX_SIZE, k) or not re.fullmatch(LABEL_KEY, k)
-        )
+        bad = sorted(k for k in labels if not re.fullmatch(LABEL_NAME, k))
         if bad:
-            raise ValueError(f"invalid label keys: {', '.join(bad)}")
+            raise ValueError(f"{_LABELS_MESSAGE}; got {', '.join(bad)}")
         return labels
 
     def namespace_for(self, env_name: str) -> str:

@@ -2,9 +2,10 @@
 
 One idempotent :meth:`Reconciler.reconcile` serves create, update, resume and healing:
 
-1. the namespace must be free or already ours (never adopted: ``NamespaceConflict``);
-2. every object is server-side applied (Namespace first, then the Secret, created once, then
-   the rest at once);
+1. the namespace is created (a create: an existing one is never modified or adopted, and a
+   conflict makes the environment Failed with ``NamespaceConflict``);
+2. every other object is server-side applied (the Secrets first, created once, then the rest
+   at once);
 3. the status is computed from the Deployments and Pods (:mod:`status`), the discovery
    ConfigMap is published once every service is Ready.
 
@@ -215,6 +216,16 @@ class Reconciler:
             "TestEnvironment; it is never adopted: delete it or choose another spec.namespace"
         )
 
+    async def _create_namespace(self, env: Environment, namespace: render.Obj) -> bool:
+        """Create the namespace: a create, never an apply, so that an existing namespace is
+        never modified (no read-then-write race: the API server decides). False if one of that
+        name exists that is not this environment's (the status then says so)."""
+        if await self.kube.create(namespace) is not None:
+            return True
+        current = await self.kube.get("Namespace", env.namespace)
+        owners = ((current or {}).get("metadata") or {}).get("ownerReferences") or []
+        return any(o.get("uid") == env.uid for o in owners)
+
     # --- apply -----------------------------------------------------------------------------
 
     async def apply(self, env: Environment, state: EnvState) -> bool:
@@ -234,7 +245,8 @@ class Reconciler:
             env.name, env.uid, env.spec, started, self.settings.wait_image
         )
         namespace, rest = objects[0], objects[1:]
-        await self.kube.apply(namespace)
+        if ns is None and not await self._create_namespace(env, namespace):
+            return False
         # The Secrets exist before any pod that reads them, or the kubelet reports
         # CreateContainerConfigError ("secret not found") for pods created in between.
         secret = render.render_secret(env.name, env.uid, env.spec, secrets.token_urlsafe(32))

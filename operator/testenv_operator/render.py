@@ -330,9 +330,11 @@ def _context(name: str, uid: str, spec: TestEnvironmentSpec) -> dict[str, Any]:
 
 
 def render_namespace(name: str, uid: str, spec: TestEnvironmentSpec) -> Obj:
+    """The namespace: only the operator's labels (never the spec's: a namespace label can
+    switch on Pod Security exemptions, sidecar injection and the like)."""
     ctx = _context(name, uid, spec)
     ns_labels = {
-        **ctx["labels"],
+        **base_labels(name, spec.model_copy(update={"labels": {}})),
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
     }

@@ -109,9 +109,18 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
         "Duplicate value",
     ),
     ("bad-health-path", {"services": [{**SVC, "healthPath": "health"}]}, "healthPath"),
-    ("system-namespace", {"namespace": "kube-system"}, "system namespace"),
+    ("system-namespace", {"namespace": "kube-system"}, "namespace must start with testenv-"),
+    ("unprefixed-namespace", {"namespace": "team-payments-prod"}, "must start with testenv-"),
+    ("bare-prefix-namespace", {"namespace": "testenv-"}, "must start with testenv-"),
+    ("mesh-label", {"labels": {"sidecar.istio.io/inject": "true"}}, "without a prefix"),
+    (
+        "pod-security-label",
+        {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}},
+        "without a prefix",
+    ),
+    ("our-label", {"labels": {"testenv.dev/environment": "other"}}, "without a prefix"),
     ("bad-namespace", {"namespace": "Not_Valid"}, "spec.namespace"),
-    ("bad-label-key", {"labels": {"bad key": "x"}}, "label keys must be valid"),
+    ("bad-label-key", {"labels": {"bad key": "x"}}, "label keys must be plain names"),
     (
         "bad-readiness-timeout",
         {"services": [{**SVC, "readinessTimeout": "soon"}]},
@@ -121,8 +130,8 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
     # Values that once passed admission and wedged the operator (poison pills).
     ("overflowing-ttl", {"ttl": "9" * 20 + "d"}, "spec.ttl"),
     ("too-many-duration-parts", {"ttl": "1s1s1s1s1s"}, "spec.ttl"),
-    ("long-label-name", {"labels": {"x" * 64: "v"}}, "label keys must be valid"),
-    ("long-label-prefix", {"labels": {"a" * 254 + "/x": "v"}}, "label keys must be valid"),
+    ("long-label-name", {"labels": {"x" * 64: "v"}}, "label keys must be plain names"),
+    ("long-label-prefix", {"labels": {"a" * 254 + "/x": "v"}}, "label keys must be plain names"),
     (
         "control-char-env",
         {"services": [{**SVC, "env": [{"name": "A", "value": "a\x1bb"}]}]},

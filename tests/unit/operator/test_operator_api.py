@@ -54,6 +54,8 @@ BAD_SPECS = [
     {"lease": "0m"},
     {"namespace": "Bad_NS"},
     {"namespace": "kube-system"},
+    {"namespace": "team-payments-prod"},
+    {"labels": {"sidecar.istio.io/inject": "true"}},
     {"unknown": 1},
     {"labels": {"bad key!": "x"}},
     {"labels": {"ok": "bad value!"}},
@@ -90,10 +92,10 @@ def test_bad_specs_are_refused(spec: dict[str, object]) -> None:
 def test_full_spec_round_trips() -> None:
     spec = TestEnvironmentSpec.model_validate(
         {
-            "namespace": "custom",
+            "namespace": "testenv-custom",
             "ttl": "2h",
             "lease": "10m",
-            "labels": {"team": "qa", "example.com/x": "y"},
+            "labels": {"team": "qa", "suite": "y"},
             "services": [
                 {
                     "name": "api",
@@ -112,7 +114,7 @@ def test_full_spec_round_trips() -> None:
     )
     again = TestEnvironmentSpec.model_validate(spec.to_wire())
     assert again == spec
-    assert spec.namespace_for("x") == "custom"
+    assert spec.namespace_for("x") == "testenv-custom"
 
 
 def test_discovery_record() -> None:

@@ -136,6 +136,39 @@ async def test_namespace_conflict_is_never_adopted(rec: Reconciler, kube: FakeKu
     assert ns is not None and "ownerReferences" not in ns["metadata"]
 
 
+class RacingKube(FakeKube):
+    """Someone creates the namespace between the operator's read and its write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.squatted = False
+
+    async def get(self, kind: str, name: str, namespace: str | None = None) -> Any:
+        found = await super().get(kind, name, namespace)
+        if kind == "Namespace" and not self.squatted:
+            self.squatted = True
+            self.put({"kind": "Namespace", "metadata": {"name": name, "uid": "squatter"}})
+        return found
+
+
+async def test_a_namespace_created_meanwhile_is_never_modified(
+    events: list[tuple[str, str, str]],
+) -> None:
+    kube = RacingKube()
+    kube.put(demo_environment())
+    rec = Reconciler(kube, Settings(), lambda b, t, r, m: events.append((t, r, m)), clock=Clock())
+    await rec.reconcile(body(kube))
+    ns = kube.find("Namespace", "testenv-demo")
+    assert ns is not None and ns["metadata"] == {
+        "name": "testenv-demo",
+        "uid": "squatter",
+        "creationTimestamp": ns["metadata"]["creationTimestamp"],
+        "generation": 1,
+    }
+    assert not [c for c in kube.calls if c[0] == "apply"]
+    assert body(kube)["status"]["phase"] == "Failed"
+
+
 async def test_image_failure_message_has_events_and_logs(rec: Reconciler, kube: FakeKube) -> None:
     await rec.reconcile(body(kube))
     bad = pod("backend-1", "backend", waiting="ErrImageNeverPull", message="not present")
