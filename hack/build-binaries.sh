@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Build the pinned upstream components from the Go module proxy into the
 # version-keyed cache. Idempotent: a component already built is skipped.
-#   hack/build-binaries.sh [kubernetes|etcd|coredns|helm|all]
+#   hack/build-binaries.sh [kubernetes|etcd|coredns|helm|kube-network-policies|all]
 source "$(dirname "$0")/lib/common.sh"
 
 KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet)
 BUILD_LOG_DIR="$CACHE_DIR/logs"
+KNP_BIN="$CACHE_DIR/bin/kube-network-policies-$KUBE_NETWORK_POLICIES_VERSION"
 mkdir -p "$BUILD_LOG_DIR" "$GOMODCACHE" "$GOCACHE"
 
 # go_build NAME LOGFILE ARGS... — run a build step, pointing at its log on failure.
@@ -126,12 +127,57 @@ build_helm() {
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$HELM_BIN/helm" helm.sh/helm/v3/cmd/helm
 }
 
+# kube-network-policies (the NetworkPolicy engine kind ships), from its module source with
+# the testenv patches in hack/patches/kube-network-policies-$VERSION-*.patch applied in order
+# (each file starts with its full rationale):
+#   1-kubeconfig: a --kubeconfig flag; upstream only knows the in-cluster config of a pod,
+#     and here it runs as a host process.
+#   2-nfqueue-xt-target: this kernel has no nft_queue (CONFIG_NFT_QUEUE unset), so the
+#     nftables "queue" statement (expr.Queue) makes every ruleset update fail with ENOENT.
+#     The patch emits the xtables NFQUEUE target, revision 3, through nft_compat
+#     (expr.Target, info = struct xt_NFQ_info_v3 {u16 queuenum, queues_total=1, flags},
+#     flags NFQ_FLAG_BYPASS only with --fail-open, like upstream's QueueFlagBypass): the
+#     same verdict as "iptables-nft -j NFQUEUE --queue-num N [--queue-bypass]".
+#   3-input-hook: upstream evaluates only forwarded traffic (POSTROUTING, plus UDP/53 in
+#     PREROUTING); Pod -> node connections (API server via the kubernetes Service or the node
+#     IP, kubelet, CoreDNS over TCP) go through INPUT and ignored egress policies. The patch
+#     adds an input chain that queues them the same way.
+# The binary is rebuilt when the version or any patch changes (stamp next to the binary).
+build_kube_network_policies() {
+  local v="$KUBE_NETWORK_POLICIES_VERSION" bin="$KNP_BIN/kube-network-policies"
+  local logfile="$BUILD_LOG_DIR/kube-network-policies-$v.log" dir="$CACHE_DIR/src/kube-network-policies-$v"
+  local patches=("$HACK_DIR"/patches/kube-network-policies-"$v"-*.patch) stamp
+  [[ -e "${patches[0]}" ]] || patches=()
+  stamp="$v $(cat /dev/null "${patches[@]}" | sha256sum | cut -c1-16)"
+  if [[ -x "$bin" && "$(cat "$KNP_BIN/.stamp" 2>/dev/null)" == "$stamp" ]]; then
+    ok "kube-network-policies $v: cached"; return
+  fi
+  mkdir -p "$KNP_BIN" "$CACHE_DIR/src"
+  local moddir
+  moddir="$(go mod download -json "sigs.k8s.io/kube-network-policies@$v" 2>>"$logfile" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" \
+    || die "downloading sigs.k8s.io/kube-network-policies@$v failed; log: $logfile"
+  # The module cache is read-only: patch a fresh, writable copy.
+  rm -rf "$dir"; cp -r "$moddir" "$dir"; chmod -R u+w "$dir"
+  local p
+  for p in "${patches[@]}"; do
+    log "kube-network-policies $v: applying ${p#"$ROOT_DIR"/}"
+    patch -d "$dir" -p1 --forward --batch -i "$p" >>"$logfile" 2>&1 \
+      || { tail -n 20 "$logfile" >&2; die "applying $p failed (does it match $v?); log: $logfile"; }
+  done
+  go_step "kube-network-policies $v" "$logfile" env -C "$dir" CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w" -o "$bin.tmp" ./cmd
+  mv "$bin.tmp" "$bin"
+  echo "$stamp" >"$KNP_BIN/.stamp"
+}
+
 what="${1:-all}"
 case "$what" in
   kubernetes) build_kubernetes ;;
   etcd) build_etcd ;;
   coredns) build_coredns ;;
   helm) build_helm ;;
-  all) build_etcd; build_kubernetes; build_coredns; build_helm ;;
-  *) die "unknown component '$what' (kubernetes|etcd|coredns|helm|all)" ;;
+  kube-network-policies) build_kube_network_policies ;;
+  all) build_etcd; build_kubernetes; build_coredns; build_helm; build_kube_network_policies ;;
+  *) die "unknown component '$what' (kubernetes|etcd|coredns|helm|kube-network-policies|all)" ;;
 esac

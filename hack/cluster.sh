@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A single-node Kubernetes cluster made of upstream components, run as supervised local
 # processes (no systemd): etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# containerd, kubelet, kube-proxy (iptables) and CoreDNS.
+# containerd, kubelet, kube-proxy (iptables), kube-network-policies (NetworkPolicy enforcement,
+# nftables + NFQUEUE) and CoreDNS.
 #
 #   hack/cluster.sh up       idempotent; builds what is missing, starts what is not running
 #   hack/cluster.sh down     stops everything and removes state, mounts, interfaces, rules
@@ -24,13 +25,17 @@ NODE_NAME="$(hostname | tr '[:upper:]' '[:lower:]')"
 EXT_IF="$(ip -4 route show default | awk '{print $5; exit}')"
 NODE_IP="$(ip -4 -o addr show dev "$EXT_IF" | awk '{split($4,a,"/"); print a[1]; exit}')"
 CONTAINERD_SOCK="$RUN_DIR/containerd.sock"
+KNP_BIN="$CACHE_DIR/bin/kube-network-policies-$KUBE_NETWORK_POLICIES_VERSION"
+NETPOL_TABLE=kube-network-policies      # its nftables table (family inet)
+NETPOL_QUEUE=100                        # the NFQUEUE number it listens on
+NETPOL_METRICS=127.0.0.1:9080           # Prometheus /metrics (it serves nothing else)
 export KUBECONFIG="$STATE_DIR/admin.kubeconfig"
 
 # shellcheck source=lib/pki.sh
 source "$HACK_DIR/lib/pki.sh"
 
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns)
-DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack openssl buildah debootstrap iproute2 curl)
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kube-network-policies coredns)
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables nftables conntrack openssl buildah debootstrap iproute2 curl patch)
 
 kubectl() { "$K8S_BIN/kubectl" "$@"; }
 
@@ -47,10 +52,11 @@ start() {
   echo $! >"$RUN_DIR/$name.pid"
 }
 
+# stop NAME [SIGNAL] — SIGTERM unless told otherwise, SIGKILL after 10s.
 stop() {
-  local name="$1" pid
+  local name="$1" sig="${2:-TERM}" pid
   pid="$(pid_of "$name")" || { rm -f "$RUN_DIR/$name.pid"; return 0; }
-  kill "$pid" 2>/dev/null || true
+  kill -s "$sig" "$pid" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   kill -9 "$pid" 2>/dev/null || true
   rm -f "$RUN_DIR/$name.pid"
@@ -99,10 +105,10 @@ preflight() {
   mkdir -p "$CACHE_DIR/logs" "$LOG_DIR" "$RUN_DIR"
   install_packages
   local need
-  for need in containerd ctr runc iptables conntrack openssl buildah debootstrap curl /usr/lib/cni/bridge; do
+  for need in containerd ctr runc iptables nft conntrack openssl buildah debootstrap curl patch /usr/lib/cni/bridge; do
     command -v "$need" >/dev/null || die "'$need' is missing after installing Debian packages; read $CACHE_DIR/logs/apt.log"
   done
-  for p in "$APISERVER_PORT" 2379 2380 10250 10257 10259; do
+  for p in "$APISERVER_PORT" 2379 2380 10250 10257 10259 "${NETPOL_METRICS##*:}"; do
     if ! port_free "$p" && ! cluster_running; then
       die "port $p is already in use by another program ($(ss -Hltnp "sport = :$p" | awk '{print $6}')); stop it, or run 'make cluster-down' if it is a previous cluster"
     fi
@@ -154,9 +160,18 @@ guard_remove() {
 
 # --- configuration files ---------------------------------------------------------------
 
+# write_file FILE — write stdin to FILE only if its content differs: a re-run of `up` against a
+# running cluster must not touch them (kube-proxy exits as soon as its --config file is written).
+write_file() {
+  local f="$1" tmp
+  tmp="$(mktemp "$STATE_DIR/.write_file.XXXXXX")"  # not next to FILE: CNI's conf dir is watched
+  cat >"$tmp"
+  if cmp -s "$tmp" "$f"; then rm -f "$tmp"; else chmod 644 "$tmp"; mv -f "$tmp" "$f"; fi
+}
+
 write_configs() {
   mkdir -p "$STATE_DIR/cni/net.d" "$STATE_DIR/containerd" "$STATE_DIR/kubelet"
-  cat >"$STATE_DIR/cni/net.d/10-testenv.conflist" <<EOF
+  write_file "$STATE_DIR/cni/net.d/10-testenv.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "testenv",
@@ -169,7 +184,7 @@ write_configs() {
   ]
 }
 EOF
-  cat >"$STATE_DIR/containerd/config.toml" <<EOF
+  write_file "$STATE_DIR/containerd/config.toml" <<EOF
 version = 2
 root = "$STATE_DIR/containerd/root"
 state = "$STATE_DIR/containerd/state"
@@ -190,7 +205,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     bin_dir = "/usr/lib/cni"
     conf_dir = "$STATE_DIR/cni/net.d"
 EOF
-  cat >"$STATE_DIR/kubelet/config.yaml" <<EOF
+  write_file "$STATE_DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: 0.0.0.0
@@ -222,7 +237,7 @@ localStorageCapacityIsolation: false
 protectKernelDefaults: false
 makeIPTablesUtilChains: true
 EOF
-  cat >"$STATE_DIR/kube-proxy.yaml" <<EOF
+  write_file "$STATE_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -233,7 +248,7 @@ conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 EOF
-  cat >"$STATE_DIR/Corefile" <<EOF
+  write_file "$STATE_DIR/Corefile" <<EOF
 .:53 {
     bind $NODE_IP
     errors
@@ -319,6 +334,60 @@ start_node() {
   wait_healthy kube-proxy 60 http_ok http://127.0.0.1:10256/healthz
 }
 
+# kube-network-policies (sigs.k8s.io/kube-network-policies, patched: hack/build-binaries.sh)
+# enforces NetworkPolicies: an nftables table "inet kube-network-policies" sends the first
+# packet of every new connection from or to a local Pod selected by some policy to NFQUEUE
+# $NETPOL_QUEUE, where it gets a verdict. Hooks: postrouting (forwarded traffic: pod<->pod,
+# Services, leaving the node), prerouting (UDP/53 only), input (pod -> node: testenv patch).
+# Not evaluated: packets from root-owned host processes (kubelet probes, API server ->
+# webhooks) and anything inside a pod's own network namespace (port-forward).
+# Fail-closed (upstream's default, no --fail-open): while it is down but its table is in
+# place, new connections of policy-selected Pods are dropped. It removes its table on SIGINT
+# only (not SIGTERM), hence the signal in netpol_remove.
+netpol_ok() {
+  http_ok "http://$NETPOL_METRICS/metrics" >/dev/null \
+    && nft list table inet "$NETPOL_TABLE" >/dev/null 2>&1 \
+    && awk -v q="$NETPOL_QUEUE" '$1 == q && $2 != 0 { found = 1 } END { exit !found }' /proc/net/netfilter/nfnetlink_queue
+}
+
+start_netpol() {
+  cert kube-network-policies system:kube-network-policies "" ""
+  kubeconfig kube-network-policies kube-network-policies
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:kube-network-policies"}
+rules:
+- apiGroups: [""]
+  resources: [pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:kube-network-policies"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:kube-network-policies"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:kube-network-policies"}]
+EOF
+  start kube-network-policies "$KNP_BIN/kube-network-policies" \
+    --kubeconfig="$STATE_DIR/kube-network-policies.kubeconfig" \
+    --hostname-override="$NODE_NAME" \
+    --metrics-bind-address="$NETPOL_METRICS" \
+    --nfqueue-id="$NETPOL_QUEUE" \
+    --v=1
+  wait_healthy kube-network-policies 60 netpol_ok
+}
+
+netpol_remove() {
+  stop kube-network-policies INT
+  nft delete table inet "$NETPOL_TABLE" 2>/dev/null || true
+}
+
 start_dns() {
   kubectl apply -f - >/dev/null <<EOF
 apiVersion: rbac.authorization.k8s.io/v1
@@ -401,8 +470,8 @@ cmd_up() {
     cmd_down
   fi
   preflight
-  [[ -x "$K8S_BIN/kubelet" && -x "$ETCD_BIN/etcd" && -x "$COREDNS_BIN/coredns" ]] || warm=0
-  for c in etcd kubernetes coredns; do bash "$HACK_DIR/build-binaries.sh" "$c"; done
+  [[ -x "$K8S_BIN/kubelet" && -x "$ETCD_BIN/etcd" && -x "$COREDNS_BIN/coredns" && -x "$KNP_BIN/kube-network-policies" ]] || warm=0
+  for c in etcd kubernetes coredns kube-network-policies; do bash "$HACK_DIR/build-binaries.sh" "$c"; done
   bash "$HACK_DIR/images.sh" pause
   log "starting components (logs: $LOG_DIR)"
   make_pki
@@ -414,6 +483,7 @@ cmd_up() {
   start_apiserver
   start_controllers
   start_node
+  start_netpol
   start_dns
   wait_node_ready
   ln -sf "$KUBECONFIG" "$STATE_DIR/kubeconfig"
@@ -452,6 +522,7 @@ remove_chains() {
 
 cmd_down() {
   log "stopping the local cluster"
+  netpol_remove
   stop coredns
   stop kube-proxy
   [[ -x "$K8S_BIN/kube-proxy" ]] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
@@ -497,6 +568,7 @@ cmd_status() {
         kube-scheduler) insecure_ok https://127.0.0.1:10259/healthz >/dev/null 2>&1 && health=ok || health=unhealthy ;;
         kubelet) http_ok http://127.0.0.1:10248/healthz >/dev/null 2>&1 && health=ok || health=unhealthy ;;
         kube-proxy) http_ok http://127.0.0.1:10256/healthz >/dev/null 2>&1 && health=ok || health=unhealthy ;;
+        kube-network-policies) netpol_ok && health=ok || health=unhealthy ;;
         coredns) http_ok http://127.0.0.1:18181/ready >/dev/null 2>&1 && health=ok || health=unhealthy ;;
       esac
     else

@@ -22,11 +22,13 @@ from ._kube import (
     delete_and_confirm,
     parse_status,
     server_status,
+    whoami,
 )
 from ._portforward import ServiceForward, verify
 from ._spec import now_rfc3339, spec_hash, unique_name
 from .api import (
     API_VERSION,
+    CREATOR_ANNOTATION,
     CREDENTIALS_SECRET,
     DISCOVERY_CONFIGMAP,
     GROUP,
@@ -96,6 +98,8 @@ class KubeEnvironment:
             self.labels[REUSABLE_LABEL] = "true"
         self.name = name or unique_name()
         self.api: Any = None
+        #: Who the cluster says we are (None if it cannot tell): recorded as the creator.
+        self.user: str | None = None
         self.obj: Any = None
         self.created = False
         self.reused = False
@@ -109,6 +113,7 @@ class KubeEnvironment:
     async def start(self, progress: Progress) -> StartResult:
         started = time.monotonic()
         self.api = await connect(self.kubeconfig, self.context)
+        self.user = await whoami(self.api)
         if self.reuse:
             self.obj = await self._find_reusable()
             if self.obj is not None:
@@ -156,7 +161,10 @@ class KubeEnvironment:
             "metadata": {
                 "name": self.name,
                 "labels": self.labels,
-                "annotations": {LEASE_RENEWED_ANNOTATION: now_rfc3339()},
+                "annotations": {
+                    LEASE_RENEWED_ANNOTATION: now_rfc3339(),
+                    **({CREATOR_ANNOTATION: self.user} if self.user else {}),
+                },
             },
             "spec": self.spec.to_wire(),
         }
@@ -192,6 +200,7 @@ class KubeEnvironment:
             for o in candidates
             if not o.metadata.get("deletionTimestamp")
             and parse_status(o.raw).phase not in (Phase.FAILED, Phase.TERMINATING)
+            and self._trusted(o.raw)
         ]
         usable.sort(
             key=lambda o: (
@@ -200,6 +209,19 @@ class KubeEnvironment:
             )
         )
         return usable[0] if usable else None
+
+    def _trusted(self, raw: dict[str, Any]) -> bool:
+        """Whether a candidate for reuse is what we asked for and ours: its actual spec hashes
+        to ours (recomputed: the label is only a lookup key anyone can set) and we created it
+        (the admission policy guarantees the creator annotation)."""
+        annotations = (raw.get("metadata") or {}).get("annotations") or {}
+        if self.user is None or annotations.get(CREATOR_ANNOTATION) != self.user:
+            return False
+        try:
+            actual = TestEnvironmentSpec.model_validate(raw.get("spec") or {})
+        except ValueError:
+            return False
+        return spec_hash(actual) == self.hash
 
     async def _wait_ready(self, progress: Progress, started: float) -> TestEnvironmentStatus:
         total = len(self.spec.services)

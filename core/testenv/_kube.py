@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from typing import Any
 
+import httpx
 import kr8s
 import kr8s.asyncio
 from kr8s.asyncio.objects import Namespace, new_class
@@ -99,6 +101,23 @@ async def connect(kubeconfig: str | None, context: str | None) -> Any:
             f"the CRD {CRD_NAME} is not installed in the cluster ({where}); {INSTALL_HINT}"
         )
     return api
+
+
+async def whoami(api: Any) -> str | None:
+    """The user name the cluster knows us by (a SelfSubjectReview); None if it cannot say."""
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    try:
+        async with api.call_api(
+            "POST",
+            base="/apis",
+            version="authentication.k8s.io/v1",
+            url="selfsubjectreviews",
+            content=json.dumps(body),
+        ) as response:
+            user = response.json().get("status", {}).get("userInfo", {}).get("username")
+    except (kr8s.ServerError, httpx.HTTPError, OSError, ValueError):
+        return None
+    return str(user) if user else None
 
 
 async def delete_environment(api: Any, name: str) -> bool:

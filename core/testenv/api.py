@@ -44,6 +44,9 @@ FIELD_MANAGER: Final = "testenv-operator"
 
 # Annotation a client (the pytest plugin) refreshes to keep a leased environment alive.
 LEASE_RENEWED_ANNOTATION: Final = f"{GROUP}/lease-renewed-at"
+#: Who created the environment: the admission policy accepts only the creating user's own
+#: name and never lets it change, so a client can trust it (reuse checks it).
+CREATOR_ANNOTATION: Final = f"{GROUP}/creator"
 # Label on every object the operator creates, naming its environment.
 ENVIRONMENT_LABEL: Final = f"{GROUP}/environment"
 # Label with a hash of the spec, used by the plugin to reuse an identical environment.

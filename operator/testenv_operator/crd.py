@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from testenv.api import (
+    CREATOR_ANNOTATION,
     DNS1123_LABEL,
     GROUP,
     KIND,
@@ -241,6 +242,32 @@ def crd() -> dict[str, Any]:
 POLICY_NAME = f"{PLURAL}.{GROUP}"
 
 
+def _creator_validation() -> dict[str, Any]:
+    """The creator annotation names the user who created the environment, and never changes:
+    set at creation to anything but the creating user's own name, or changed later, refused."""
+    key = CREATOR_ANNOTATION
+
+    def value(obj: str) -> str:
+        return (
+            f"(has({obj}.metadata.annotations) && '{key}' in {obj}.metadata.annotations ? "
+            f"{obj}.metadata.annotations['{key}'] : '')"
+        )
+
+    return {
+        "expression": (
+            f"request.operation == 'CREATE' ? ({value('object')} == '' || "
+            f"{value('object')} == request.userInfo.username) : "
+            f"{value('object')} == {value('oldObject')}"
+        ),
+        "messageExpression": (
+            f"'metadata.annotations[{key}] names the user who created the environment: at "
+            "creation it may only be your own name (' + request.userInfo.username + '), and it "
+            "never changes'"
+        ),
+        "reason": "Forbidden",
+    }
+
+
 def admission_policy() -> list[dict[str, Any]]:
     """The ValidatingAdmissionPolicy (and its binding) for what a CRD schema cannot check:
     references between services, jobs and secrets, and dependency cycles."""
@@ -262,7 +289,10 @@ def admission_policy() -> list[dict[str, Any]]:
                 ]
             },
             "variables": [{"name": n, "expression": e} for n, e in policy_variables()],
-            "validations": [{**v, "reason": "Invalid"} for v in policy_validations()],
+            "validations": [
+                *({**v, "reason": "Invalid"} for v in policy_validations()),
+                _creator_validation(),
+            ],
         },
     }
     binding = {

@@ -70,7 +70,14 @@ class KubeClient(Protocol):
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> list[Obj]: ...
-    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool: ...
+    async def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        preconditions: Obj | None = None,
+    ) -> bool: ...
     async def patch_status(self, name: str, patch: Obj) -> Obj | None: ...
     async def pod_logs(
         self, namespace: str, pod: str, container: str, *, previous: bool, tail: int
@@ -186,13 +193,21 @@ class Kube:
             return []
         return list(result.get("items") or [])
 
-    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+    async def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        preconditions: Obj | None = None,
+    ) -> bool:
+        """Delete (background propagation); False if it was gone. With ``preconditions``
+        (uid, resourceVersion) only that version is deleted, else :class:`Conflict`."""
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if preconditions:
+            body["preconditions"] = preconditions
         try:
-            await self._request(
-                "DELETE",
-                _path(KINDS[kind], name, namespace),
-                params={"propagationPolicy": "Background"},
-            )
+            await self._request("DELETE", _path(KINDS[kind], name, namespace), body=body)
             return True
         except NotFound:
             return False

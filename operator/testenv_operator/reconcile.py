@@ -46,7 +46,7 @@ from testenv.api import (
 )
 from testenv_operator import diagnose, expiry, render
 from testenv_operator.cache import ApiReads, Reads
-from testenv_operator.kube import KubeClient, KubeError
+from testenv_operator.kube import Conflict, KubeClient, KubeError
 from testenv_operator.settings import Settings
 from testenv_operator.status import (
     JobObservation,
@@ -100,6 +100,8 @@ class Environment:
     created: datetime
     annotations: Mapping[str, str]
     spec: TestEnvironmentSpec
+    #: The last lease renewal by the API server's clock (None: never renewed).
+    lease_renewed: datetime | None = None
 
     @property
     def namespace(self) -> str:
@@ -126,6 +128,7 @@ def parse_environment(body: Obj, default_ttl: str = "1h") -> Environment:
         created=created,
         annotations=dict(meta.get("annotations") or {}),
         spec=spec,
+        lease_renewed=expiry.lease_renewed_at(meta),
     )
 
 
@@ -242,7 +245,7 @@ class Reconciler:
         ready = ready_workloads(env.spec, deployments, jobs)
         started = startable(env.spec, set(deployments) | set(jobs), ready)
         objects = render.render_environment(
-            env.name, env.uid, env.spec, started, self.settings.wait_image
+            env.name, env.uid, env.spec, started, self.settings.images
         )
         namespace, rest = objects[0], objects[1:]
         if ns is None and not await self._create_namespace(env, namespace):
@@ -392,7 +395,7 @@ class Reconciler:
                 continue
             if obj is None:
                 objects = render.render_workload(
-                    env.name, env.uid, env.spec, job, self.settings.wait_image
+                    env.name, env.uid, env.spec, job, self.settings.images
                 )
                 objects[-1]["metadata"]["annotations"][RESET_ANNOTATION] = request
                 for obj_ in objects:
@@ -729,11 +732,23 @@ class Reconciler:
         return (written or {}).get("status")
 
     async def expire_if_due(self, env: Environment) -> expiry.Deadline | None:
-        due = expiry.expired(self.clock(), env.created, env.spec, env.annotations)
+        due = expiry.expired(self.clock(), env.created, env.spec, env.lease_renewed)
         if due is None:
             return None
-        self._event(env, "Normal", due.reason, f"deleting the environment: {due.message}")
-        await self.kube.delete("TestEnvironment", env.name)
+        meta = env.body.get("metadata") or {}
+        preconditions = {"uid": env.uid, "resourceVersion": meta.get("resourceVersion")}
+        try:
+            # Only the object this decision was made on: a renewed (or re-created) one has
+            # another resourceVersion (or uid) and the API server refuses the deletion.
+            await self.kube.delete(
+                "TestEnvironment",
+                env.name,
+                preconditions={k: v for k, v in preconditions.items() if v},
+            )
+        except Conflict:
+            log.info("%s changed while expiring it; looking again", env.name)
+            return None
+        self._event(env, "Normal", due.reason, f"deleted the environment: {due.message}")
         return due
 
     # --- the monitor -----------------------------------------------------------------------
@@ -787,6 +802,7 @@ class Reconciler:
                 created=parse_time(meta.get("creationTimestamp")) or now(),
                 annotations=dict(meta.get("annotations") or {}),
                 spec=spec,
+                lease_renewed=expiry.lease_renewed_at(meta),
             )
 
     async def _monitor(self, name: str, state: EnvState) -> None:
@@ -805,12 +821,12 @@ class Reconciler:
                 if await self.expire_if_due(env):
                     self.states.pop(name, None)
                     return
-                due_at = expiry.deadline(env.created, env.spec, env.annotations).at
+                due_at = expiry.deadline(env.created, env.spec, env.lease_renewed).at
                 result = await self.reconcile(body)
                 if result is None:
                     self.states.pop(name, None)
                     return
-                due = expiry.deadline(env.created, env.spec, env.annotations).at
+                due = expiry.deadline(env.created, env.spec, env.lease_renewed).at
                 wake_at = min(d for d in (result.wake_at, due) if d is not None)
                 backoff = 1.0
             except asyncio.CancelledError:

@@ -12,6 +12,7 @@ import json
 import secrets
 import string
 from collections.abc import Collection
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -205,6 +206,26 @@ def _probe(service: ServiceSpec) -> Obj:
 
 
 DEFAULT_WAIT_IMAGE = f"testenv/operator:{PROJECT_VERSION}"
+#: Prefixes of the images loaded into the nodes by `make images` (never pulled).
+LOCAL_IMAGE_PREFIXES = ("testenv/", "docker.io/testenv/")
+
+
+@dataclass(frozen=True)
+class Images:
+    """Which images the operator's own containers use and how images are pulled."""
+
+    #: The init container that waits for dependencies (the operator's image).
+    wait: str = DEFAULT_WAIT_IMAGE
+    #: Images loaded into the nodes: ``IfNotPresent``. Every other image is pulled
+    #: ``Always``, so that an image cached on a node for someone else cannot be run without
+    #: the registry's say (its credentials are checked on every pull).
+    local: tuple[str, ...] = LOCAL_IMAGE_PREFIXES
+
+    def pull_policy(self, image: str) -> str:
+        return "IfNotPresent" if image.startswith(self.local) else "Always"
+
+
+DEFAULT_IMAGES = Images()
 #: The init container's program: wait until every ``host:port`` argument accepts a TCP
 #: connection. A pod being Ready is not enough: its Service routes to it a moment later.
 WAIT_PROGRAM = """\
@@ -242,7 +263,7 @@ def _wait_container(
     return {
         "name": WAIT_CONTAINER,
         "image": image,
-        "imagePullPolicy": "IfNotPresent",
+        "imagePullPolicy": "IfNotPresent",  # the operator's own image
         "command": ["python3", "-c", WAIT_PROGRAM, *addresses],
         "resources": {
             "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -271,7 +292,7 @@ def _container(
     namespace: str,
     spec: TestEnvironmentSpec,
     workload: ServiceSpec | JobSpec,
-    wait_image: str = DEFAULT_WAIT_IMAGE,
+    images: Images = DEFAULT_IMAGES,
 ) -> dict[str, Any]:
     """What the pod template needs beyond the workload itself."""
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -292,7 +313,7 @@ def _container(
         "ports": [],
         "probe": None,
         "restart_policy": None,
-        "init": _wait_container(spec, namespace, workload, wait_image),
+        "init": _wait_container(spec, namespace, workload, images.wait),
     }
     if isinstance(workload, ServiceSpec):
         container["image"] = workload.effective_image()
@@ -304,6 +325,7 @@ def _container(
     else:
         container["image"] = workload.image
         container["restart_policy"] = "Never"
+    container["pull_policy"] = images.pull_policy(container["image"])
     return container
 
 
@@ -380,7 +402,7 @@ def render_deployment(
     uid: str,
     spec: TestEnvironmentSpec,
     service: ServiceSpec,
-    wait_image: str = DEFAULT_WAIT_IMAGE,
+    images: Images = DEFAULT_IMAGES,
 ) -> Obj:
     ctx = _context(name, uid, spec)
     return render_template(
@@ -388,7 +410,7 @@ def render_deployment(
         service=service,
         service_labels=_service_labels(name, spec, service),
         selector=service_selector(name, service),
-        container=_container(name, ctx["namespace"], spec, service, wait_image),
+        container=_container(name, ctx["namespace"], spec, service, images),
         pod_annotations=_pod_annotations(service),
         **ctx,
     )
@@ -399,12 +421,12 @@ def render_job(
     uid: str,
     spec: TestEnvironmentSpec,
     job: JobSpec,
-    wait_image: str = DEFAULT_WAIT_IMAGE,
+    images: Images = DEFAULT_IMAGES,
 ) -> Obj:
     """A Job; its ``TEMPLATE_HASH_ANNOTATION`` changes with anything it is rendered from."""
     ctx = _context(name, uid, spec)
     labels = job_labels(name, spec, job)
-    container = _container(name, ctx["namespace"], spec, job, wait_image)
+    container = _container(name, ctx["namespace"], spec, job, images)
     obj = render_template(
         "job.yaml.j2",
         job=job,
@@ -442,14 +464,14 @@ def render_workload(
     uid: str,
     spec: TestEnvironmentSpec,
     workload: ServiceSpec | JobSpec,
-    wait_image: str = DEFAULT_WAIT_IMAGE,
+    images: Images = DEFAULT_IMAGES,
 ) -> list[Obj]:
     """The objects that start a service (its files, Deployment) or a job (files, Job)."""
     files = render_files(name, uid, spec, workload)
     main = (
-        render_deployment(name, uid, spec, workload, wait_image)
+        render_deployment(name, uid, spec, workload, images)
         if isinstance(workload, ServiceSpec)
-        else render_job(name, uid, spec, workload, wait_image)
+        else render_job(name, uid, spec, workload, images)
     )
     return [files, main] if files is not None else [main]
 
@@ -459,7 +481,7 @@ def render_environment(
     uid: str,
     spec: TestEnvironmentSpec,
     started: Collection[str] | None = None,
-    wait_image: str = DEFAULT_WAIT_IMAGE,
+    images: Images = DEFAULT_IMAGES,
 ) -> list[Obj]:
     """Everything server-side applied on every reconcile, the Namespace first.
 
@@ -481,7 +503,7 @@ def render_environment(
         objects.append(render_service(name, uid, spec, service))
     for workload in spec.workloads:
         if started is None or workload.name in started:
-            objects += render_workload(name, uid, spec, workload, wait_image)
+            objects += render_workload(name, uid, spec, workload, images)
     return objects
 
 

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from testenv.api import PROJECT_VERSION, Duration
+from testenv_operator.render import LOCAL_IMAGE_PREFIXES, Images
 
 ENV_PREFIX = "TESTENV_"
 
@@ -35,6 +36,13 @@ class Settings(BaseSettings):
     # accept connections at their Service address (the operator's own image: it is on every
     # cluster that runs the operator).
     wait_image: str = f"testenv/operator:{PROJECT_VERSION}"
+    # Prefixes of images loaded into the nodes (pulled IfNotPresent); every other image is
+    # pulled Always (TESTENV_LOCAL_IMAGES='["testenv/"]', JSON).
+    local_images: tuple[str, ...] = LOCAL_IMAGE_PREFIXES
+
+    @property
+    def images(self) -> Images:
+        return Images(wait=self.wait_image, local=self.local_images)
 
     @field_validator("log_level", "posting_level", mode="before")
     @classmethod

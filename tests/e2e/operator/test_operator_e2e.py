@@ -155,7 +155,7 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
         "job-service-cycle",
         {
             "services": [{**SVC, "dependsOn": ["migrate"]}],
-            "jobs": [{"name": "migrate", "image": "x", "dependsOn": ["api"]}],
+            "jobs": [{"name": "migrate", "image": "testenv/x", "dependsOn": ["api"]}],
         },
         "dependsOn has a cycle",
     ),
@@ -163,7 +163,7 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
         "depends-on-a-reset-job",
         {
             "services": [{**SVC, "dependsOn": ["wipe"]}],
-            "jobs": [{"name": "wipe", "image": "x", "run": "reset"}],
+            "jobs": [{"name": "wipe", "image": "testenv/x", "run": "reset"}],
         },
         "dependsOn names jobs that run only on a reset (run: reset): api -> wipe",
     ),
@@ -200,7 +200,7 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
     ),
     (
         "duplicate-workload-names",
-        {"services": [SVC], "jobs": [{"name": "api", "image": "x"}]},
+        {"services": [SVC], "jobs": [{"name": "api", "image": "testenv/x"}]},
         "services and jobs share one set of names; repeated: api",
     ),
     (
@@ -227,10 +227,18 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
     ),
     ("scratch-on-tmp", {"services": [{**SVC, "scratch": [{"path": "/tmp"}]}]}, "not /tmp"),
     ("root-user", {"services": [{**SVC, "runAsUser": 0}]}, "runAsUser"),
-    ("negative-group", {"jobs": [{"name": "j", "image": "x", "runAsGroup": -5}]}, "runAsGroup"),
+    (
+        "negative-group",
+        {"jobs": [{"name": "j", "image": "testenv/x", "runAsGroup": -5}]},
+        "runAsGroup",
+    ),
     ("job-without-image", {"jobs": [{"name": "j"}]}, "image: Required value"),
-    ("job-retries", {"jobs": [{"name": "j", "image": "x", "retries": 6}]}, "retries"),
-    ("job-timeout", {"jobs": [{"name": "j", "image": "x", "timeout": "0s"}]}, "longer than 0s"),
+    ("job-retries", {"jobs": [{"name": "j", "image": "testenv/x", "retries": 6}]}, "retries"),
+    (
+        "job-timeout",
+        {"jobs": [{"name": "j", "image": "testenv/x", "timeout": "0s"}]},
+        "longer than 0s",
+    ),
     ("short-secret", {"secrets": [{"name": "s", "length": 7}]}, "length"),
     ("bad-alphabet", {"secrets": [{"name": "s", "alphabet": "emoji"}]}, "Unsupported value"),
     ("too-many-services", {"services": [{**SVC, "name": f"s{i}"} for i in range(21)]}, "services"),

@@ -123,13 +123,22 @@ def test_xdist_shared_environment(plan_tests: str, pytester: pytest.Pytester) ->
     wait_gone(names.pop(), timeout=120)
 
 
+def own_spec(pytester: pytest.Pytester, suite: str) -> str:
+    """``--testenv-spec`` of the reference stack labelled ``suite``: a spec hash of its own,
+    so that tests reusing environments never share one (under xdist they run at once)."""
+    path = pytester.path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"labels": {"suite": suite}}))
+    return f"--testenv-spec={path}"
+
+
 def test_reuse_second_run_reuses_the_ready_environment(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_record=RECORD_ENV)
-    first = run(pytester, "--testenv-reuse")
+    spec = own_spec(pytester, "reuse")
+    first = run(pytester, "--testenv-reuse", spec)
     first.assert_outcomes(passed=1)
     name = (pytester.path / "env-main").read_text()
     try:
-        second = run(pytester, "--testenv-reuse")
+        second = run(pytester, "--testenv-reuse", spec)
         second.assert_outcomes(passed=1)
         assert (pytester.path / "env-main").read_text() == name
         out = second.stdout.str()
@@ -154,6 +163,37 @@ def test_reuse_second_run_reuses_the_ready_environment(pytester: pytest.Pytester
             obj.delete()
 
 
+def test_reuse_never_takes_a_decoy(pytester: pytest.Pytester, k: Any) -> None:
+    """An environment someone labelled with our spec hash, but that runs another spec and
+    names no creator, is not reused: the hash is recomputed and the creator checked."""
+    from testenv._spec import spec_hash
+    from testenv.api import TestEnvironmentSpec
+
+    wanted = spec_hash(TestEnvironmentSpec(labels={"suite": "decoy"}))
+    decoy = f"decoy-{wanted[:8]}"
+    labels = {SPEC_HASH_LABEL: wanted, "testenv.dev/reusable": "true"}
+    doc = {
+        "apiVersion": "testenv.dev/v1alpha1",
+        "kind": "TestEnvironment",
+        "metadata": {"name": decoy, "labels": labels},
+        "spec": {"services": [], "ttl": "10m"},
+    }
+    k("apply", "-f", "-", input=yaml.safe_dump(doc))
+    pytester.makepyfile(test_record=RECORD_ENV)
+    created: str | None = None
+    try:
+        k("wait", "--for=condition=Ready", f"testenv/{decoy}", "--timeout=120s")
+        result = run(pytester, "--testenv-reuse", own_spec(pytester, "decoy"))
+        result.assert_outcomes(passed=1)
+        created = (pytester.path / "env-main").read_text()
+        assert created != decoy
+        assert f"reusing TestEnvironment {decoy}" not in result.stdout.str()
+    finally:
+        k("delete", "testenv", decoy, "--wait=false", check=False)
+        if created and (obj := get_env(created)) is not None:
+            obj.delete()
+
+
 RESET_CONFTEST = """
 import pytest
 
@@ -172,11 +212,12 @@ def test_reset_gives_the_plans_journey_clean_data_in_a_reused_environment(
     again and again against one reused environment; without it, the address is taken."""
     pytester.makeconftest(RESET_CONFTEST)
     pytester.makepyfile(test_plan=plan_tests)
-    first = run(pytester, "--testenv-reuse", "--testenv-report=first.json")
+    spec = own_spec(pytester, "reset")
+    first = run(pytester, "--testenv-reuse", spec, "--testenv-report=first.json")
     first.assert_outcomes(passed=2)
     name = json.loads((pytester.path / "first.json").read_text())["environment"]["name"]
     try:
-        second = run(pytester, "--testenv-reuse")
+        second = run(pytester, "--testenv-reuse", spec)
         second.assert_outcomes(passed=2)
         assert f"testenv: reusing TestEnvironment {name}" in second.stdout.str()
         obj = get_env(name)
@@ -184,7 +225,7 @@ def test_reset_gives_the_plans_journey_clean_data_in_a_reused_environment(
         assert obj.raw["status"]["reset"]["phase"] == "Succeeded"
 
         pytester.makeconftest("")
-        third = run(pytester, "--testenv-reuse")
+        third = run(pytester, "--testenv-reuse", spec)
         third.assert_outcomes(passed=1, failed=1)
         third.stdout.fnmatch_lines(["*409*already registered*"])
     finally:

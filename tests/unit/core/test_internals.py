@@ -81,6 +81,36 @@ def test_lease_only_when_the_session_deletes(
     assert "testenv.dev/lease-renewed-at" in manifest["metadata"]["annotations"]
 
 
+def candidate(env: KubeEnvironment, *, creator: str | None, spec: object) -> dict[str, object]:
+    """A TestEnvironment as the API returns it: our hash label, whatever spec and creator."""
+    annotations = {"testenv.dev/creator": creator} if creator else {}
+    labels = {"testenv.dev/spec-hash": env.hash, "testenv.dev/reusable": "true"}
+    return {"metadata": {"labels": labels, "annotations": annotations}, "spec": spec}
+
+
+def test_reuse_trusts_only_our_own_environment_with_the_spec_we_asked_for() -> None:
+    env = KubeEnvironment(TestEnvironmentSpec(), reuse=True)
+    env.user = "alice"
+    ours = env.spec.to_wire()
+    assert env._trusted(candidate(env, creator="alice", spec=ours))
+    # The label is only a lookup key: a different spec under our hash label is not reused.
+    other = TestEnvironmentSpec(services=[], jobs=[]).to_wire()
+    assert not env._trusted(candidate(env, creator="alice", spec=other))
+    assert not env._trusted(candidate(env, creator="alice", spec={"services": "garbage"}))
+    # Someone else's environment (or one whose creator nobody vouches for) is not reused.
+    assert not env._trusted(candidate(env, creator="mallory", spec=ours))
+    assert not env._trusted(candidate(env, creator=None, spec=ours))
+    env.user = None  # the cluster could not say who we are: never reuse
+    assert not env._trusted(candidate(env, creator="alice", spec=ours))
+
+
+def test_the_manifest_names_its_creator() -> None:
+    env = KubeEnvironment(TestEnvironmentSpec())
+    assert "testenv.dev/creator" not in env._manifest()["metadata"]["annotations"]
+    env.user = "alice"
+    assert env._manifest()["metadata"]["annotations"]["testenv.dev/creator"] == "alice"
+
+
 def test_localize_rewrites_every_url() -> None:
     svc = reference_services()[1]
     remote = DiscoveryRecord.for_service(svc, "backend.testenv-x.svc.cluster.local")

@@ -7,7 +7,7 @@ import copy
 import itertools
 from typing import Any
 
-from testenv_operator.kube import KINDS
+from testenv_operator.kube import KINDS, Conflict
 
 Obj = dict[str, Any]
 _uids = itertools.count(1)
@@ -80,8 +80,20 @@ class FakeKube:
                 out.append(copy.deepcopy(obj))
         return out
 
-    async def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+    async def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        *,
+        preconditions: Obj | None = None,
+    ) -> bool:
         self.calls.append(("delete", kind, name))
+        found = self.find(kind, name, namespace)
+        if found is not None and preconditions:
+            meta = found["metadata"]
+            if any(meta.get(k) != v for k, v in preconditions.items()):
+                raise Conflict(409, f"Precondition failed: {preconditions}")
         return self.objects.pop(self.key(kind, name, namespace), None) is not None
 
     async def patch_status(self, name: str, patch: Obj) -> Obj | None:
