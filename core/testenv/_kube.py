@@ -5,6 +5,7 @@ cluster through here."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -19,12 +20,14 @@ from pydantic import ValidationError
 from ._errors import ClusterUnreachableError, OperatorNotInstalledError
 from .api import (
     API_VERSION,
+    CREDENTIALS_SECRET,
     GROUP,
     KIND,
     PLURAL,
     Phase,
     TestEnvironmentStatus,
 )
+from .redaction import redact_lines
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
 INSTALL_HINT = (
@@ -217,7 +220,27 @@ async def collect_forensics(api: Any, name: str, *, log_lines: int = 20, events:
             await _forensics(api, name, out, log_lines, events)
     except Exception as exc:
         out.append(f"(forensics incomplete: {type(exc).__name__}: {exc})")
-    return "\n".join(out)
+    # What is printed and reported never shows a credential (pod logs may print them).
+    secrets = await _secret_values(api, name)
+    return "\n".join(redact_lines(out, secrets, limit=None))
+
+
+async def _secret_values(api: Any, name: str) -> list[str]:
+    """The environment's generated secret values, when we may read them (else none: the
+    pattern-based redaction still applies)."""
+    try:
+        obj = await TestEnvironment.get(name, api=api)
+        namespace = parse_status(obj.raw).namespace
+        if not namespace:
+            return []
+        found = [s async for s in api.async_get("secrets", CREDENTIALS_SECRET, namespace=namespace)]
+    except Exception:  # forbidden, gone, unreachable: nothing more to redact by value
+        return []
+    return [
+        base64.b64decode(v).decode(errors="replace")
+        for secret in found
+        for v in (secret.raw.get("data") or {}).values()
+    ]
 
 
 async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_events: int) -> None:

@@ -715,6 +715,17 @@ class SecretSpec(_Model):
     alphabet: Literal["alphanumeric", "hex", "urlsafe"] = "alphanumeric"
 
 
+class NetworkSpec(_Model):
+    """What an environment's pods may reach. Always: each other, and DNS. Never: other
+    environments, the API server, the nodes, link-local (cloud metadata) and other private
+    addresses. Enforced by NetworkPolicies, so only on a cluster whose network plugin
+    enforces them."""
+
+    #: ``none``: nothing outside the environment. ``internet``: also public addresses (a
+    #: service that calls an external API, downloads, ...).
+    egress: Literal["none", "internet"] = "none"
+
+
 #: The user the reference environment seeds (``AUTH_SEED_USERS`` of its seed job).
 REFERENCE_SEED_USERS: Final = "test@example.com:password"
 
@@ -1010,6 +1021,8 @@ class TestEnvironmentSpec(_Model):
     jobs: Annotated[list[JobSpec], Field(max_length=MAX_JOBS, json_schema_extra=_list_map())] = []
     #: Credentials generated per environment.
     secrets: Annotated[list[SecretSpec], Field(max_length=32, json_schema_extra=_list_map())] = []
+    #: What the environment's pods may reach beyond each other and DNS.
+    network: NetworkSpec = NetworkSpec()
     #: How long the environment lives (e.g. ``90m``, ``2d``).
     ttl: Duration = "1h"
     #: Deleted when not renewed for this long (the plugin renews it while a test session runs).

@@ -7,9 +7,11 @@ turns a finding plus the last events and log lines into one readable message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from testenv.redaction import redact_lines
 
 Obj = Mapping[str, Any]
 
@@ -128,8 +130,8 @@ def pending_reason(pods: Iterable[Obj], deployment: Obj | None) -> tuple[str, st
     return "NotReady", "waiting for the readiness probe"
 
 
-def last_events(events: Iterable[Obj], limit: int = 3) -> list[str]:
-    """``Reason: message`` of the most recent events, oldest first."""
+def last_events(events: Iterable[Obj], limit: int = 3, secrets: Collection[str] = ()) -> list[str]:
+    """``Reason: message`` of the most recent events, oldest first, redacted."""
 
     def when(event: Obj) -> str:
         return str(
@@ -140,11 +142,14 @@ def last_events(events: Iterable[Obj], limit: int = 3) -> list[str]:
         )
 
     ordered = sorted(events, key=when)[-limit:]
-    return [f"{e.get('reason', '?')}: {str(e.get('message', '')).strip()}" for e in ordered]
+    return redact_lines(
+        (f"{e.get('reason', '?')}: {str(e.get('message', '')).strip()}" for e in ordered), secrets
+    )
 
 
-def last_lines(logs: str, limit: int = 5) -> list[str]:
-    return [line for line in logs.splitlines() if line.strip()][-limit:]
+def last_lines(logs: str, limit: int = 5, secrets: Collection[str] = ()) -> list[str]:
+    """The last non-empty log lines, redacted (:func:`testenv.redaction.redact`)."""
+    return redact_lines([line for line in logs.splitlines() if line.strip()][-limit:], secrets)
 
 
 def describe(

@@ -35,6 +35,7 @@ from testenv.api import (
     JOB_LABEL,
     RESET_ANNOTATION,
     SERVICE_LABEL,
+    SERVICES_SECRET,
     TEMPLATE_HASH_ANNOTATION,
     JobPhase,
     JobStatus,
@@ -245,7 +246,7 @@ class Reconciler:
         ready = ready_workloads(env.spec, deployments, jobs)
         started = startable(env.spec, set(deployments) | set(jobs), ready)
         objects = render.render_environment(
-            env.name, env.uid, env.spec, started, self.settings.images
+            env.name, env.uid, env.spec, started, self.settings.render_options
         )
         namespace, rest = objects[0], objects[1:]
         if ns is None and not await self._create_namespace(env, namespace):
@@ -342,7 +343,8 @@ class Reconciler:
         events_raw = await self.kube.list(
             "Event", env.namespace, field_selector=f"involvedObject.name={pod_name}"
         )
-        events = diagnose.last_events(events_raw)
+        secrets = await self._secret_values(env)
+        events = diagnose.last_events(events_raw, secrets=secrets)
         lines: list[str] = []
         if pods and self.settings.log_tail_lines:
             container = finding.container if finding else so.spec.name
@@ -353,7 +355,7 @@ class Reconciler:
                 previous=bool(finding and finding.previous_logs),
                 tail=self.settings.log_tail_lines,
             )
-            lines = diagnose.last_lines(logs, self.settings.log_tail_lines)
+            lines = diagnose.last_lines(logs, self.settings.log_tail_lines, secrets)
         return events, lines
 
     async def _reset(self, env: Environment, previous: ResetStatus | None) -> ResetStatus | None:
@@ -395,7 +397,7 @@ class Reconciler:
                 continue
             if obj is None:
                 objects = render.render_workload(
-                    env.name, env.uid, env.spec, job, self.settings.images
+                    env.name, env.uid, env.spec, job, self.settings.render_options
                 )
                 objects[-1]["metadata"]["annotations"][RESET_ANNOTATION] = request
                 for obj_ in objects:
@@ -427,10 +429,26 @@ class Reconciler:
         running = ", ".join(v.name for v in verdicts if v.phase is not JobPhase.SUCCEEDED)
         return ResetStatus(request=request, phase=JobPhase.RUNNING, message=f"running {running}")
 
+    async def _secret_values(self, env: Environment) -> list[str]:
+        """The environment's secret values, to redact from what is copied out of it (read
+        only when a failure is diagnosed; the operator may read these two Secrets only)."""
+        found = await asyncio.gather(
+            *(
+                self.kube.get("Secret", n, env.namespace)
+                for n in (CREDENTIALS_SECRET, SERVICES_SECRET)
+            )
+        )
+        return [
+            base64.b64decode(value).decode(errors="replace")
+            for secret in found
+            for value in ((secret or {}).get("data") or {}).values()
+        ]
+
     async def _job_details(
         self, env: Environment, jo: JobObservation
     ) -> tuple[list[str], list[str]]:
         """Last events and log lines of a failed job's newest pod."""
+        secrets = await self._secret_values(env)
         pods = sorted(
             jo.pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or "")
         )
@@ -447,8 +465,8 @@ class Reconciler:
                 previous=False,
                 tail=self.settings.log_tail_lines,
             )
-            lines = diagnose.last_lines(logs, self.settings.log_tail_lines)
-        return diagnose.last_events(events_raw), lines
+            lines = diagnose.last_lines(logs, self.settings.log_tail_lines, secrets)
+        return diagnose.last_events(events_raw, secrets=secrets), lines
 
     async def observe(self, env: Environment, state: EnvState) -> tuple[Observation, list[str]]:
         ns, conflict = await self.namespace_conflict(env)

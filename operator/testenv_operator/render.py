@@ -206,13 +206,31 @@ def _probe(service: ServiceSpec) -> Obj:
 
 
 DEFAULT_WAIT_IMAGE = f"testenv/operator:{PROJECT_VERSION}"
+#: Addresses an environment never reaches, even with ``network.egress: internet``: private
+#: networks (pods, Services, nodes), loopback, link-local (cloud metadata), shared address
+#: space, documentation ranges (the local cluster's node), multicast and reserved.
+PRIVATE_CIDRS = (
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+    "224.0.0.0/3",
+)
 #: Prefixes of the images loaded into the nodes by `make images` (never pulled).
 LOCAL_IMAGE_PREFIXES = ("testenv/", "docker.io/testenv/")
 
 
 @dataclass(frozen=True)
-class Images:
-    """Which images the operator's own containers use and how images are pulled."""
+class RenderOptions:
+    """What rendering needs from the operator's settings: the images it uses itself, how
+    images are pulled, which addresses "the outside world" excludes."""
 
     #: The init container that waits for dependencies (the operator's image).
     wait: str = DEFAULT_WAIT_IMAGE
@@ -221,11 +239,15 @@ class Images:
     #: the registry's say (its credentials are checked on every pull).
     local: tuple[str, ...] = LOCAL_IMAGE_PREFIXES
 
+    #: Never reachable through ``network.egress: internet``: the cluster's, the nodes' and
+    #: every other private or special-purpose range.
+    private_cidrs: tuple[str, ...] = PRIVATE_CIDRS
+
     def pull_policy(self, image: str) -> str:
         return "IfNotPresent" if image.startswith(self.local) else "Always"
 
 
-DEFAULT_IMAGES = Images()
+DEFAULT_OPTIONS = RenderOptions()
 #: The init container's program: wait until every ``host:port`` argument accepts a TCP
 #: connection. A pod being Ready is not enough: its Service routes to it a moment later.
 WAIT_PROGRAM = """\
@@ -292,7 +314,7 @@ def _container(
     namespace: str,
     spec: TestEnvironmentSpec,
     workload: ServiceSpec | JobSpec,
-    images: Images = DEFAULT_IMAGES,
+    options: RenderOptions = DEFAULT_OPTIONS,
 ) -> dict[str, Any]:
     """What the pod template needs beyond the workload itself."""
     mounts: list[Obj] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -313,7 +335,7 @@ def _container(
         "ports": [],
         "probe": None,
         "restart_policy": None,
-        "init": _wait_container(spec, namespace, workload, images.wait),
+        "init": _wait_container(spec, namespace, workload, options.wait),
     }
     if isinstance(workload, ServiceSpec):
         container["image"] = workload.effective_image()
@@ -325,7 +347,7 @@ def _container(
     else:
         container["image"] = workload.image
         container["restart_policy"] = "Never"
-    container["pull_policy"] = images.pull_policy(container["image"])
+    container["pull_policy"] = options.pull_policy(container["image"])
     return container
 
 
@@ -402,7 +424,7 @@ def render_deployment(
     uid: str,
     spec: TestEnvironmentSpec,
     service: ServiceSpec,
-    images: Images = DEFAULT_IMAGES,
+    options: RenderOptions = DEFAULT_OPTIONS,
 ) -> Obj:
     ctx = _context(name, uid, spec)
     return render_template(
@@ -410,7 +432,7 @@ def render_deployment(
         service=service,
         service_labels=_service_labels(name, spec, service),
         selector=service_selector(name, service),
-        container=_container(name, ctx["namespace"], spec, service, images),
+        container=_container(name, ctx["namespace"], spec, service, options),
         pod_annotations=_pod_annotations(service),
         **ctx,
     )
@@ -421,12 +443,12 @@ def render_job(
     uid: str,
     spec: TestEnvironmentSpec,
     job: JobSpec,
-    images: Images = DEFAULT_IMAGES,
+    options: RenderOptions = DEFAULT_OPTIONS,
 ) -> Obj:
     """A Job; its ``TEMPLATE_HASH_ANNOTATION`` changes with anything it is rendered from."""
     ctx = _context(name, uid, spec)
     labels = job_labels(name, spec, job)
-    container = _container(name, ctx["namespace"], spec, job, images)
+    container = _container(name, ctx["namespace"], spec, job, options)
     obj = render_template(
         "job.yaml.j2",
         job=job,
@@ -464,14 +486,14 @@ def render_workload(
     uid: str,
     spec: TestEnvironmentSpec,
     workload: ServiceSpec | JobSpec,
-    images: Images = DEFAULT_IMAGES,
+    options: RenderOptions = DEFAULT_OPTIONS,
 ) -> list[Obj]:
     """The objects that start a service (its files, Deployment) or a job (files, Job)."""
     files = render_files(name, uid, spec, workload)
     main = (
-        render_deployment(name, uid, spec, workload, images)
+        render_deployment(name, uid, spec, workload, options)
         if isinstance(workload, ServiceSpec)
-        else render_job(name, uid, spec, workload, images)
+        else render_job(name, uid, spec, workload, options)
     )
     return [files, main] if files is not None else [main]
 
@@ -481,7 +503,7 @@ def render_environment(
     uid: str,
     spec: TestEnvironmentSpec,
     started: Collection[str] | None = None,
-    images: Images = DEFAULT_IMAGES,
+    options: RenderOptions = DEFAULT_OPTIONS,
 ) -> list[Obj]:
     """Everything server-side applied on every reconcile, the Namespace first.
 
@@ -491,19 +513,24 @@ def render_environment(
     (published once all services are Ready, see :func:`render_discovery`).
     """
     ctx = _context(name, uid, spec)
-    ports = {p.port for s in spec.services for p in s.effective_ports()}
     objects = [
         render_namespace(name, uid, spec),
         render_template("resourcequota.yaml.j2", quota=QUOTA, **ctx),
         render_template("limitrange.yaml.j2", limits=LIMITS, **ctx),
         render_template("networkpolicy-default-deny.yaml.j2", **ctx),
-        render_template("networkpolicy-allow.yaml.j2", service_ports=sorted(ports), **ctx),
+        render_template("networkpolicy-allow.yaml.j2", **ctx),
     ]
+    if spec.network.egress == "internet":
+        objects.append(
+            render_template(
+                "networkpolicy-internet.yaml.j2", private_cidrs=options.private_cidrs, **ctx
+            )
+        )
     for service in spec.services:
         objects.append(render_service(name, uid, spec, service))
     for workload in spec.workloads:
         if started is None or workload.name in started:
-            objects += render_workload(name, uid, spec, workload, images)
+            objects += render_workload(name, uid, spec, workload, options)
     return objects
 
 

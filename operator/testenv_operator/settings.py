@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from testenv.api import PROJECT_VERSION, Duration
-from testenv_operator.render import LOCAL_IMAGE_PREFIXES, Images
+from testenv_operator.render import LOCAL_IMAGE_PREFIXES, PRIVATE_CIDRS, RenderOptions
 
 ENV_PREFIX = "TESTENV_"
 
@@ -40,9 +40,14 @@ class Settings(BaseSettings):
     # pulled Always (TESTENV_LOCAL_IMAGES='["testenv/"]', JSON).
     local_images: tuple[str, ...] = LOCAL_IMAGE_PREFIXES
 
+    # Address ranges environments never reach, even with network.egress: internet (JSON).
+    private_cidrs: tuple[str, ...] = PRIVATE_CIDRS
+
     @property
-    def images(self) -> Images:
-        return Images(wait=self.wait_image, local=self.local_images)
+    def render_options(self) -> RenderOptions:
+        return RenderOptions(
+            wait=self.wait_image, local=self.local_images, private_cidrs=self.private_cidrs
+        )
 
     @field_validator("log_level", "posting_level", mode="before")
     @classmethod

@@ -179,6 +179,29 @@ async def test_a_failed_job_fails_the_environment_with_its_logs(
     assert "relation users already exists" in status(kube)["message"]
 
 
+async def test_a_job_that_prints_its_credentials_fails_without_showing_them(
+    rec: Reconciler, kube: FakeKube, clock: Clock, events: list[tuple[str, str, str]]
+) -> None:
+    await rec.reconcile(body(kube))
+    secret = kube.find("Secret", "testenv-credentials", NS)
+    assert secret is not None
+    password = base64.b64decode(secret["data"]["db-password"]).decode()
+    api_key = base64.b64decode(secret["data"]["api-key"]).decode()
+    make_ready(kube, "db")
+    await settle(rec, kube, clock)
+    kube.logs["migrate-x"] = (
+        f"connecting to postgresql://app:{password}@db:5432/app\n"
+        f"using key {api_key}\nERROR: password authentication failed (token=abc123)\n"
+    )
+    finish_job(kube, "migrate", ok=False)
+    await settle(rec, kube, clock)
+    st = status(kube)
+    assert st["phase"] == "Failed" and "password authentication failed" in st["message"]
+    seen = json.dumps([st, events])
+    assert password not in seen and api_key not in seen and "abc123" not in seen
+    assert "postgresql://app:***@db:5432/app" in st["message"]
+
+
 async def test_secrets_are_generated_once_and_never_shown(
     rec: Reconciler, kube: FakeKube, clock: Clock, events: list[tuple[str, str, str]]
 ) -> None:
