@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv deps cluster cluster-down cluster-status images ensure-cluster install-operator \
+.PHONY: help venv deps tools cluster cluster-down cluster-status images ensure-cluster install-operator \
         demo demo-down test test-unit test-e2e lint manifests bench flake-check reliability
 
 help:  ## list targets
@@ -52,11 +52,14 @@ demo: install-operator  ## the main job: a real environment, its status and URLs
 demo-down:  ## delete the demo environment
 	@$(PY) hack/demo.py --delete
 
-test: venv deps install-operator  ## everything: lint, unit tests, e2e tests on the real cluster
+tools:  ## pinned linters the tests use (actionlint), built from the Go module proxy
+	@bash hack/build-binaries.sh actionlint
+
+test: venv deps tools install-operator  ## everything: lint, unit tests, e2e tests on the real cluster
 	$(MAKE) lint
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
-test-unit: venv  ## unit tests only (seconds, no cluster, no processes)
+test-unit: venv tools  ## unit tests only (seconds, no cluster, no processes)
 	$(PY) -m pytest -m "not e2e and not integration" -q $(PYTEST_ARGS)
 
 test-e2e: venv deps install-operator  ## e2e tests only

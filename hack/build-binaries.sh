@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned upstream components from the Go module proxy into the
 # version-keyed cache. Idempotent: a component already built is skipped.
-#   hack/build-binaries.sh [kubernetes|etcd|coredns|helm|kube-network-policies|all]
+#   hack/build-binaries.sh [kubernetes|etcd|coredns|helm|kube-network-policies|actionlint|all]
 source "$(dirname "$0")/lib/common.sh"
 
 KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet)
@@ -127,6 +127,16 @@ build_helm() {
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" -o "$HELM_BIN/helm" helm.sh/helm/v3/cmd/helm
 }
 
+build_actionlint() {
+  local logfile="$BUILD_LOG_DIR/actionlint-$ACTIONLINT_VERSION.log" dir="$CACHE_DIR/src/actionlint-$ACTIONLINT_VERSION"
+  if [[ -x "$ACTIONLINT_BIN/actionlint" ]]; then ok "actionlint $ACTIONLINT_VERSION: cached"; return; fi
+  mkdir -p "$dir" "$ACTIONLINT_BIN"
+  printf 'module testenv.dev/hack/actionlint-build\n\ngo 1.24\n\nrequire github.com/rhysd/actionlint %s\n\ntool github.com/rhysd/actionlint/cmd/actionlint\n' "$ACTIONLINT_VERSION" >"$dir/go.mod"
+  go_step "actionlint $ACTIONLINT_VERSION (resolve)" "$logfile" env -C "$dir" go mod tidy
+  go_step "actionlint $ACTIONLINT_VERSION" "$logfile" env -C "$dir" CGO_ENABLED=0 go build -trimpath \
+    -ldflags "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" -o "$ACTIONLINT_BIN/actionlint" github.com/rhysd/actionlint/cmd/actionlint
+}
+
 # kube-network-policies (the NetworkPolicy engine kind ships), from its module source with
 # the testenv patches in hack/patches/kube-network-policies-$VERSION-*.patch applied in order
 # (each file starts with its full rationale):
@@ -178,6 +188,7 @@ case "$what" in
   coredns) build_coredns ;;
   helm) build_helm ;;
   kube-network-policies) build_kube_network_policies ;;
-  all) build_etcd; build_kubernetes; build_coredns; build_helm; build_kube_network_policies ;;
-  *) die "unknown component '$what' (kubernetes|etcd|coredns|helm|kube-network-policies|all)" ;;
+  actionlint) build_actionlint ;;
+  all) build_etcd; build_kubernetes; build_coredns; build_helm; build_kube_network_policies; build_actionlint ;;
+  *) die "unknown component '$what' (kubernetes|etcd|coredns|helm|kube-network-policies|actionlint|all)" ;;
 esac

@@ -27,11 +27,12 @@ def cache_dir() -> Path:
 
 
 def pinned_path(tool: str) -> Path:
-    """Where the project's build of ``tool`` (kubectl or helm) lives in the cache."""
+    """Where the project's build of ``tool`` (kubectl, helm, actionlint) lives in the cache."""
     v = versions()
     return {
         "kubectl": cache_dir() / f"bin/kubernetes-{v['KUBE_VERSION']}/kubectl",
         "helm": cache_dir() / f"bin/helm-{v['HELM_VERSION']}/helm",
+        "actionlint": cache_dir() / f"bin/actionlint-{v['ACTIONLINT_VERSION']}/actionlint",
     }[tool]
 
 

@@ -22,6 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._admin import Environments, EnvironmentView
     from ._clients import (
         AuthTestClient,
         BackendTestClient,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         ClusterUnreachableError,
         ConfigurationError,
         EnvironmentFailedError,
+        EnvironmentNotFoundError,
         OperatorNotInstalledError,
         PortForwardLostError,
         ProvisioningTimeoutError,
@@ -90,6 +92,9 @@ _EXPORTS: dict[str, str] = {
     "DevLauncher": "._launcher",
     "EnvironmentFailedError": "._errors",
     "EnvironmentInfo": "._context",
+    "EnvironmentNotFoundError": "._errors",
+    "EnvironmentView": "._admin",
+    "Environments": "._admin",
     "LauncherConfig": "._settings",
     "OperatorNotInstalledError": "._errors",
     "PortForwardLostError": "._errors",
@@ -133,6 +138,9 @@ __all__ = [
     "DevLauncher",
     "EnvironmentFailedError",
     "EnvironmentInfo",
+    "EnvironmentNotFoundError",
+    "EnvironmentView",
+    "Environments",
     "LauncherConfig",
     "OperatorNotInstalledError",
     "PortForwardLostError",

@@ -20,6 +20,7 @@ from ._kube import (
     collect_forensics,
     connect,
     delete_and_confirm,
+    object_events,
     parse_status,
     server_status,
     whoami,
@@ -97,6 +98,9 @@ class KubeEnvironment:
         if reuse:
             self.labels[REUSABLE_LABEL] = "true"
         self.name = name or unique_name()
+        #: A name given by the user: an existing environment of that name is used, not
+        #: replaced (and not deleted afterwards: this session did not create it).
+        self.named = name is not None
         self.api: Any = None
         #: Who the cluster says we are (None if it cannot tell): recorded as the creator.
         self.user: str | None = None
@@ -180,12 +184,13 @@ class KubeEnvironment:
                 f"({len(self.spec.services)} services{lease})"
             )
         except kr8s.ServerError as exc:
-            if server_status(exc) != 409 or not self.shared:
+            if server_status(exc) != 409 or not (self.shared or self.named):
                 raise EnvironmentFailedError(
                     f"cannot create TestEnvironment {self.name}: {exc}", reason="CreateFailed"
                 ) from exc
             obj = await TestEnvironment.get(self.name, api=self.api)
-            progress(f"testenv: using shared TestEnvironment {self.name}")
+            which = "shared" if self.shared else "existing"
+            progress(f"testenv: using {which} TestEnvironment {self.name}")
         self.obj = obj
 
     async def _find_reusable(self) -> Any:
@@ -246,25 +251,19 @@ class KubeEnvironment:
                 return status
             return None
 
-        obj = self.obj
-        await obj.async_refresh()
-        while True:
-            ready = check(obj.raw)
-            if ready is not None:
-                return ready
-            # aclosing: leaving the loop early closes the watch now, not at interpreter exit.
-            async with contextlib.aclosing(obj.async_watch()) as events:
-                async for event, changed in events:
-                    if event == "DELETED":
-                        raise EnvironmentFailedError(
-                            f"TestEnvironment {self.name} was deleted while waiting for it "
-                            "(lease expired or deleted by someone else)",
-                            reason="Deleted",
-                        )
-                    ready = check(changed.raw)
-                    if ready is not None:
-                        return ready
-            await obj.async_refresh()  # the watch ended (server timeout): look again
+        # aclosing: leaving the loop early closes the watch now, not at interpreter exit.
+        async with contextlib.aclosing(object_events(self.obj)) as events:
+            async for event, raw in events:
+                if raw is None or event == "DELETED":
+                    raise EnvironmentFailedError(
+                        f"TestEnvironment {self.name} was deleted while waiting for it "
+                        "(lease expired or deleted by someone else)",
+                        reason="Deleted",
+                    )
+                ready = check(raw)
+                if ready is not None:
+                    return ready
+        raise AssertionError("object_events never ends")
 
     async def _discovery(self) -> dict[str, DiscoveryRecord]:
         assert self.namespace
@@ -336,13 +335,15 @@ class KubeEnvironment:
 
         async def done() -> None:
             assert self.obj is not None
-            await self.obj.async_refresh()
-            while outcome(self.obj.raw) is None:
-                async with contextlib.aclosing(self.obj.async_watch()) as events:
-                    async for _, changed in events:
-                        if outcome(changed.raw) is not None:
-                            return
-                await self.obj.async_refresh()  # the watch ended (server timeout): look again
+            async with contextlib.aclosing(object_events(self.obj)) as events:
+                async for _, raw in events:
+                    if raw is None:
+                        raise EnvironmentFailedError(
+                            f"TestEnvironment {self.name} was deleted during its reset",
+                            reason="Deleted",
+                        )
+                    if outcome(raw) is not None:
+                        return
 
         try:
             async with asyncio.timeout(timeout):

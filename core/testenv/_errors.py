@@ -50,5 +50,9 @@ class PortForwardLostError(TestenvError):
     """A port-forward to a service broke and no other ready pod could take over."""
 
 
+class EnvironmentNotFoundError(TestenvError, LookupError):
+    """No TestEnvironment of that name (or no pods of that service in it)."""
+
+
 class ServiceNotFoundError(TestenvError, LookupError):
     """No discovery record for the service that was asked for."""

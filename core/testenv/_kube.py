@@ -9,6 +9,7 @@ import base64
 import contextlib
 import json
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -68,8 +69,14 @@ def server_status(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
-async def connect(kubeconfig: str | None, context: str | None) -> Any:
-    """A kr8s API client, checked: the cluster answers and the CRD is installed."""
+async def connect(
+    kubeconfig: str | None,
+    context: str | None,
+    hint: str = "--testenv-kubeconfig/KUBECONFIG and --testenv-context, "
+    "or run without a cluster: --testenv-mode=local",
+) -> Any:
+    """A kr8s API client, checked: the cluster answers and the CRD is installed. ``hint``:
+    the options that choose the cluster, for the error message."""
     where = f"kubeconfig={kubeconfig or '$KUBECONFIG or ~/.kube/config'}"
     if context:
         where += f", context={context}"
@@ -79,9 +86,7 @@ async def connect(kubeconfig: str | None, context: str | None) -> Any:
             await api.async_version()
     except Exception as exc:
         raise ClusterUnreachableError(
-            f"cannot reach the Kubernetes API ({where}): {type(exc).__name__}: {exc}. "
-            "Check --testenv-kubeconfig/KUBECONFIG and --testenv-context, "
-            "or run without a cluster: --testenv-mode=local"
+            f"cannot reach the Kubernetes API ({where}): {type(exc).__name__}: {exc}. Check {hint}"
         ) from exc
     found: list[Any]
     try:
@@ -179,37 +184,68 @@ async def delete_and_confirm(
     )
 
 
-async def _wait_gone(obj: Any) -> None:
-    """Return once ``obj`` no longer exists: a watch from its last version, no polling."""
+async def object_events(obj: Any) -> AsyncGenerator[tuple[str, dict[str, Any] | None]]:
+    """``("SYNC", raw or None)`` with the object as it is now, then ``(type, raw)`` of each
+    change (``ADDED``, ``MODIFIED``, ``DELETED``), for as long as the caller iterates.
+
+    The watch starts at the resourceVersion of a fresh *list*, never at the object's own: an
+    object that has not changed for a while has a version older than the API server's watch
+    window, and a watch from it ends in "410 Gone" (which kr8s answers by watching again from
+    the same version, forever). After a 410 or a server-side timeout: list again, go on.
+    """
+    api = obj.api
+    params = {"fieldSelector": f"metadata.name={obj.name}"}
+    namespace = obj.namespace if obj.namespaced else None
     while True:
-        try:
-            await obj.async_refresh()
-        except kr8s.NotFoundError:
-            return
-        # aclosing: returning from the loop closes the watch now, not at interpreter exit.
-        async with contextlib.aclosing(obj.async_watch()) as events:
-            async for event, _ in events:
-                if event == "DELETED":
-                    return
-        # the watch ended (server-side timeout): look again
+        async with api.call_api(
+            "GET", version=obj.version, url=obj.endpoint, namespace=namespace, params=params
+        ) as response:
+            listed = response.json()
+        items = listed.get("items") or []
+        yield "SYNC", (items[0] if items else None)
+        watch = {
+            **params,
+            "watch": "true",
+            "resourceVersion": listed["metadata"]["resourceVersion"],
+            "timeoutSeconds": "300",
+        }
+        async with api.call_api(
+            "GET",
+            version=obj.version,
+            url=obj.endpoint,
+            namespace=namespace,
+            params=watch,
+            stream=True,
+            timeout=None,
+        ) as response:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":  # 410 Gone and the like: list again
+                    break
+                yield str(event.get("type")), event.get("object")
+
+
+async def _wait_gone(obj: Any) -> None:
+    """Return once ``obj`` no longer exists (a watch, no polling)."""
+    # aclosing: returning from the loop closes the watch now, not at interpreter exit.
+    async with contextlib.aclosing(object_events(obj)) as events:
+        async for event, raw in events:
+            if raw is None or event == "DELETED":
+                return
 
 
 async def _wait_terminating(obj: Any) -> str:
     """Wait until the namespace ``obj`` is being deleted ("terminating") or gone ("gone"):
     the garbage collector deletes it shortly after its TestEnvironment."""
-    while True:
-        try:
-            await obj.async_refresh()
-        except kr8s.NotFoundError:
-            return "gone"
-        if (obj.raw.get("metadata") or {}).get("deletionTimestamp"):
-            return "terminating"
-        async with contextlib.aclosing(obj.async_watch()) as events:
-            async for event, current in events:
-                if event == "DELETED":
-                    return "gone"
-                if (current.raw.get("metadata") or {}).get("deletionTimestamp"):
-                    return "terminating"
+    async with contextlib.aclosing(object_events(obj)) as events:
+        async for event, raw in events:
+            if raw is None or event == "DELETED":
+                return "gone"
+            if (raw.get("metadata") or {}).get("deletionTimestamp"):
+                return "terminating"
+    return "gone"
 
 
 async def collect_forensics(api: Any, name: str, *, log_lines: int = 20, events: int = 15) -> str:

@@ -31,7 +31,10 @@ def load_spec(path: Path | None) -> tuple[TestEnvironmentSpec, dict[str, str]]:
     try:
         return TestEnvironmentSpec.model_validate(data), labels
     except ValidationError as exc:
-        raise SpecError(f"invalid spec in {path}:\n{exc}") from exc
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SpecError(f"invalid spec in {path}: {problems}") from exc
 
 
 def spec_hash(spec: TestEnvironmentSpec) -> str:

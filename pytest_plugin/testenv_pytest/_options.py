@@ -70,6 +70,11 @@ OPTIONS: tuple[_Opt, ...] = (
     ),
     _Opt("keep", "keep the environment after the session and print how to reach it", "bool"),
     _Opt(
+        "name",
+        "the environment's name (default: generated); an existing environment of that name "
+        "is used as it is and kept, e.g. the one of a pull request",
+    ),
+    _Opt(
         "wait_deleted",
         "at teardown, wait until the namespace is gone, not only terminating (slower)",
         "bool",

@@ -14,6 +14,7 @@ import yaml
 
 from testenv.api import TestEnvironmentSpec
 from testenv_operator.render import (
+    RenderOptions,
     render_deployment,
     render_discovery,
     render_environment,
@@ -148,3 +149,45 @@ def test_discovery_records() -> None:
     rec = json.loads(cm["data"]["backend.json"])
     assert rec["host"] == "backend.testenv-demo.svc.cluster.local"
     assert rec["ws_url"] == "ws://backend.testenv-demo.svc.cluster.local:8081/ws"
+
+
+def test_only_local_images_may_come_from_a_nodes_cache() -> None:
+    """An image the nodes were loaded with is pulled IfNotPresent; any other is pulled Always,
+    so the registry checks the puller's credentials even when a node has it cached."""
+    spec = TestEnvironmentSpec(
+        services=[
+            {"name": "local", "image": "testenv/auth:0.1.0", "port": 8080},
+            {"name": "remote", "image": "ghcr.io/acme/api:1", "port": 8081},
+        ],
+        jobs=[{"name": "migrate", "image": "ghcr.io/acme/api:1"}],
+    )
+    options = RenderOptions(local=("testenv/",))
+    policies = {
+        obj["metadata"]["name"]: obj["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"]
+        for obj in render_environment("x", UID, spec, options=options)
+        if obj["kind"] in ("Deployment", "Job")
+    }
+    assert policies == {"local": "IfNotPresent", "remote": "Always", "migrate": "Always"}
+
+
+def test_network_policies_deny_by_default_and_open_only_what_is_asked() -> None:
+    def policies(spec: TestEnvironmentSpec) -> dict[str, Any]:
+        return {
+            o["metadata"]["name"]: o["spec"]
+            for o in render_environment("x", UID, spec)
+            if o["kind"] == "NetworkPolicy"
+        }
+
+    closed = policies(TestEnvironmentSpec(services=[]))
+    assert set(closed) == {"testenv-default-deny", "testenv-allow-own"}
+    assert closed["testenv-default-deny"] == {
+        "podSelector": {},
+        "policyTypes": ["Ingress", "Egress"],
+    }
+    own = closed["testenv-allow-own"]
+    assert own["ingress"] == [{"from": [{"podSelector": {}}]}]
+    assert {"to": [{"podSelector": {}}]} in own["egress"]
+    open_ = policies(TestEnvironmentSpec(services=[], network={"egress": "internet"}))
+    block = open_["testenv-allow-internet"]["egress"][0]["to"][0]["ipBlock"]
+    assert block["cidr"] == "0.0.0.0/0"
+    assert {"10.0.0.0/8", "169.254.0.0/16", "192.168.0.0/16"} <= set(block["except"])

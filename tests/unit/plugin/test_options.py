@@ -23,6 +23,7 @@ def test_help_lists_the_testenv_group(pytester: pytest.Pytester) -> None:
         "--testenv-reuse",
         "--testenv-keep",
         "--testenv-wait-deleted",
+        "--testenv-name",
         "--testenv-timeout",
         "--testenv-report",
         "--testenv-mode",

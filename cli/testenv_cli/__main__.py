@@ -1,0 +1,3 @@
+from testenv_cli import main
+
+main()
