@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 AUTH = f"testenv/auth:{REFERENCE_IMAGE_TAG}"
 
 
-def testenv(
+def run_cli(
     *args: str, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
@@ -68,15 +68,15 @@ def read_json_document(stream: Any) -> Any:
 
 
 def test_up_forward_down(k: Kubectl, spec_file: Path, name: str) -> None:
-    up = testenv("up", name, "-f", str(spec_file), "--ttl", "30m")
+    up = run_cli("up", name, "-f", str(spec_file), "--ttl", "30m")
     assert f"{name} is Ready in namespace testenv-{name}" in up.stdout
     assert "testenv forward" in up.stdout
 
-    listed = json.loads(testenv("ls", "-o", "json").stdout)
+    listed = json.loads(run_cli("ls", "-o", "json").stdout)
     assert [e["phase"] for e in listed if e["name"] == name] == ["Ready"]
-    st = yaml.safe_load(testenv("status", name, "-o", "yaml").stdout)
+    st = yaml.safe_load(run_cli("status", name, "-o", "yaml").stdout)
     assert st["status"]["phase"] == "Ready" and st["namespace"] == f"testenv-{name}"
-    assert "api: ready" in testenv("status", name).stdout
+    assert "api: ready" in run_cli("status", name).stdout
 
     forward = subprocess.Popen(
         [sys.executable, "-m", "testenv_cli", "forward", name, "-o", "json"],
@@ -103,13 +103,13 @@ def test_up_forward_down(k: Kubectl, spec_file: Path, name: str) -> None:
     assert forward.returncode == 0, stderr
     assert "forwards stopped" in stderr
 
-    logs = testenv("logs", name, "api", "--tail", "20").stdout
+    logs = run_cli("logs", name, "api", "--tail", "20").stdout
     assert logs and all(line.startswith("[api-") for line in logs.splitlines())
-    extended = json.loads(testenv("extend", name, "--ttl", "2h", "-o", "json").stdout)
+    extended = json.loads(run_cli("extend", name, "--ttl", "2h", "-o", "json").stdout)
     spec = json.loads(k("get", "testenv", name, "-o", "json").stdout)["spec"]
     assert spec["ttl"] == extended["ttl"] and extended["ttl"].startswith("2h")
 
-    down = testenv("down", name)
+    down = run_cli("down", name)
     assert f"deleted TestEnvironment {name} and namespace testenv-{name}" in down.stderr
     assert k("get", "namespace", f"testenv-{name}", check=False).returncode != 0
     assert k("get", "testenv", name, check=False).returncode != 0
@@ -125,38 +125,38 @@ def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
 def test_failures_give_one_line_and_their_own_exit_code(
     k: Kubectl, tmp_path: Path, name: str
 ) -> None:
-    missing = testenv("status", "no-such-env", check=False)
+    missing = run_cli("status", "no-such-env", check=False)
     assert missing.returncode == 3 and "no TestEnvironment 'no-such-env'" in one_error_line(missing)
 
-    unreachable = testenv("--kubeconfig", str(tmp_path / "nowhere"), "ls", check=False)
+    unreachable = run_cli("--kubeconfig", str(tmp_path / "nowhere"), "ls", check=False)
     assert unreachable.returncode == 4 and "cannot reach" in one_error_line(unreachable)
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"namespace": "team-payments", "services": [{"name": "A"}]}))
-    invalid = testenv("up", "-f", str(bad), check=False)
+    invalid = run_cli("up", "-f", str(bad), check=False)
     assert invalid.returncode == 2
     line = one_error_line(invalid)
     assert "namespace" in line and "services.0.name" in line
 
     refused = tmp_path / "refused.yaml"
     refused.write_text(yaml.safe_dump({"services": [{"name": "x", "image": "ghcr.io/x/y:1"}]}))
-    admission = testenv("up", "refused-" + name, "-f", str(refused), check=False)
+    admission = run_cli("up", "refused-" + name, "-f", str(refused), check=False)
     assert admission.returncode == 2 and "testenv-images" in one_error_line(admission)
 
     failing = tmp_path / "failing.yaml"
     failing.write_text(
         yaml.safe_dump({"services": [{"name": "api", "image": "testenv/does-not-exist:1"}]})
     )
-    failed = testenv("up", name, "-f", str(failing), "--timeout", "180", check=False)
+    failed = run_cli("up", name, "-f", str(failing), "--timeout", "180", check=False)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr
     last = failed.stderr.strip().splitlines()[-1]  # after the progress lines: the reason
     assert last.startswith("testenv: error: TestEnvironment") and "failed" in last
     assert "api" in last
-    assert testenv("status", name, check=False).returncode == 1
+    assert run_cli("status", name, check=False).returncode == 1
 
 
 def test_scripts_can_read_gc_and_completion() -> None:
-    report = json.loads(testenv("gc", "--dry-run", "-o", "json").stdout)
+    report = json.loads(run_cli("gc", "--dry-run", "-o", "json").stdout)
     assert report["dryRun"] is True and isinstance(report["removed"], list)
-    completion = testenv("--show-completion", "bash", check=False)
+    completion = run_cli("--show-completion", "bash", check=False)
     assert "complete" in completion.stdout + completion.stderr
