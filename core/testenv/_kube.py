@@ -286,22 +286,38 @@ async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_even
         out.append(f"TestEnvironment {name}: not found")
         return
     status = parse_status(obj.raw)
+    # The cause first, once; then what else is known, without repeating it.
     out.append(
-        f"TestEnvironment {name}: phase={status.phase} "
-        f"ready={status.ready_services or '?'} message={status.message or ''}"
+        f"TestEnvironment {name}: {status.phase.value} "
+        f"({status.ready_services or '?'} services ready)"
     )
+    said = {status.message} if status.message else set()
+    if status.message:
+        out.append(f"  cause: {status.message}")
     if status.phase in (Phase.PENDING, None) and not obj.raw.get("status"):
         out.append(
             "  no status at all: is the operator running? "
             "(kubectl get pods -A -l app.kubernetes.io/name=testenv-operator)"
         )
     for cond in status.conditions:
-        out.append(f"  condition {cond.type}={cond.status} ({cond.reason}) {cond.message}")
+        line = f"  condition {cond.type}={cond.status} ({cond.reason})"
+        if cond.message and not any(cond.message in s for s in said):
+            line += f": {cond.message}"
+            said.add(cond.message)
+        out.append(line)
     for svc in status.services:
-        out.append(
-            f"  service {svc.name}: ready={svc.ready} {svc.ready_replicas}/{svc.replicas}"
-            f" {svc.reason or ''} {svc.message or ''}".rstrip()
-        )
+        line = f"  service {svc.name}: ready {svc.ready_replicas}/{svc.replicas}"
+        if svc.reason:
+            line += f" ({svc.reason})"
+        if svc.message and not any(svc.message in s for s in said):
+            line += f": {svc.message}"
+            said.add(svc.message)
+        out.append(line)
+    for job in status.jobs:
+        line = f"  job {job.name}: {job.phase.value}"
+        if job.message and not any(job.message in s for s in said):
+            line += f": {job.message}"
+        out.append(line)
     ns = status.namespace
     if not ns:
         return
