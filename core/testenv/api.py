@@ -365,8 +365,9 @@ class Probe(_Model):
     tcp: TcpProbe | None = None
     #: Run a command in the container.
     exec: ExecProbe | None = None
-    #: How often the probe runs.
-    period_seconds: Annotated[int, Field(ge=1, le=300)] = 2
+    #: How often the probe runs (every second: a service counts as Ready at most a second after
+    #: it is; Ready propagates along dependsOn, so a longer period adds up).
+    period_seconds: Annotated[int, Field(ge=1, le=300)] = 1
     #: How long one attempt may take.
     timeout_seconds: Annotated[int, Field(ge=1, le=60)] = 2
     #: Failed attempts in a row before a Ready service counts as not Ready.
