@@ -160,3 +160,35 @@ def test_scripts_can_read_gc_and_completion() -> None:
     assert report["dryRun"] is True and isinstance(report["removed"], list)
     completion = run_cli("--show-completion", "bash", check=False)
     assert "complete" in completion.stdout + completion.stderr
+
+
+def test_gc_removes_only_what_nobody_owns(k: Kubectl, name: str) -> None:
+    """An orphaned namespace of the product (its owner reference lost: one with a dangling
+    reference the garbage collector removes itself) goes; a live environment's stays."""
+    live = json.loads(run_cli("up", name, "--no-wait", "-o", "json").stdout)
+    orphan = f"testenv-orphan-{uuid.uuid4().hex[:6]}"
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": orphan,
+            "labels": {
+                "app.kubernetes.io/managed-by": "testenv-operator",
+                "testenv.dev/environment": "long-gone",
+            },
+        },
+    }
+    k("create", "-f", "-", input=json.dumps(namespace))
+    try:
+        k("wait", "--for=jsonpath={.status.namespace}", f"testenv/{name}", "--timeout=60s")
+        dry = json.loads(run_cli("gc", "--dry-run", "-o", "json").stdout)["removed"]
+        assert any(orphan in line for line in dry)
+        assert k("get", "namespace", orphan, check=False).returncode == 0  # dry run: kept
+        removed = run_cli("gc").stdout
+        assert f"removed namespace {orphan}" in removed
+        assert f"testenv-{name}" not in removed and live["name"] == name
+        gone = k("get", "namespace", orphan, "-o", "jsonpath={.metadata.deletionTimestamp}")
+        assert gone.stdout  # being deleted
+        assert k("get", "testenv", name).returncode == 0
+    finally:
+        k("delete", "namespace", orphan, "--wait=false", "--ignore-not-found", check=False)
