@@ -28,6 +28,7 @@ from ._kube import (
     delete_and_confirm,
     object_events,
     parse_status,
+    recent_events,
     server_status,
     whoami,
 )
@@ -46,6 +47,7 @@ from .api import (
     parse_duration,
     pod_selector,
 )
+from .redaction import redact_lines
 
 StatusCallback = Callable[[TestEnvironmentStatus], None]
 #: The field manager of what the ``testenv`` command applies.
@@ -309,23 +311,7 @@ class Environments:
         view = await self.get(name)
         if not view.namespace:
             return []
-        events = [e.raw async for e in self.api.async_get("events", namespace=view.namespace)]
-
-        def when(raw: Mapping[str, Any]) -> str:
-            return str(
-                raw.get("lastTimestamp")
-                or raw.get("eventTime")
-                or (raw.get("metadata") or {}).get("creationTimestamp")
-                or ""
-            )
-
-        events.sort(key=when)
-        return [
-            f"{when(e)} {e.get('type', '')} {(e.get('involvedObject') or {}).get('kind', '')}/"
-            f"{(e.get('involvedObject') or {}).get('name', '')} {e.get('reason', '')}: "
-            f"{e.get('message', '')}".rstrip()
-            for e in events[-limit:]
-        ]
+        return redact_lines(await recent_events(self.api, view.namespace, limit), limit=None)
 
     async def logs(
         self,

@@ -248,6 +248,29 @@ async def _wait_terminating(obj: Any) -> str:
     return "gone"
 
 
+async def recent_events(api: Any, namespace: str, limit: int) -> list[str]:
+    """``time type Kind/name reason: message`` of the namespace's last events, oldest first."""
+    events = [e.raw async for e in api.async_get("events", namespace=namespace)]
+
+    def when(raw: dict[str, Any]) -> str:
+        return str(
+            raw.get("lastTimestamp")
+            or raw.get("eventTime")
+            or (raw.get("metadata") or {}).get("creationTimestamp")
+            or ""
+        )
+
+    events.sort(key=when)
+    lines = []
+    for raw in events[-limit:]:
+        involved = raw.get("involvedObject") or {}
+        lines.append(
+            f"{when(raw)} {raw.get('type', '')} {involved.get('kind', '')}/"
+            f"{involved.get('name', '')} {raw.get('reason', '')}: {raw.get('message', '')}".rstrip()
+        )
+    return lines
+
+
 async def collect_forensics(api: Any, name: str, *, log_lines: int = 20, events: int = 15) -> str:
     """Status, conditions, recent events and the last log lines of every pod."""
     out: list[str] = []
@@ -321,27 +344,8 @@ async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_even
     ns = status.namespace
     if not ns:
         return
-    events = [e async for e in api.async_get("events", namespace=ns)]
-
-    def when(e: Any) -> str:
-        raw = e.raw
-        return str(
-            raw.get("lastTimestamp")
-            or raw.get("eventTime")
-            or raw.get("metadata", {}).get("creationTimestamp")
-            or ""
-        )
-
-    events.sort(key=when)
     out.append(f"events in {ns} (last {n_events}):")
-    for e in events[-n_events:]:
-        raw = e.raw
-        involved = raw.get("involvedObject", {})
-        out.append(
-            f"  {when(e)} {raw.get('type', '')} {involved.get('kind', '')}/"
-            f"{involved.get('name', '')} {raw.get('reason', '')}: "
-            f"{raw.get('message', '')}".rstrip()
-        )
+    out += [f"  {line}" for line in await recent_events(api, ns, n_events)]
     async for pod in api.async_get("pods", namespace=ns):
         out.append(f"logs of pod {pod.name} (last {log_lines} lines):")
         try:
