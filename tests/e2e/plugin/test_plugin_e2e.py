@@ -259,7 +259,7 @@ def test_operator_missing_or_failed_env_is_reported(pytester: pytest.Pytester) -
     assert "EnvironmentFailedError" in out
     assert "testenv forensics" in out and "events in testenv-" in out
     # Each fact once: the cause first, not repeated by the conditions and the service line.
-    section = out.split("testenv forensics", 1)[1]
+    section = out.split("testenv forensics", 1)[1].split("short test summary info", 1)[0]
     cause = re.search(r"^\s*cause: (.+)$", section, re.M)
     assert cause, section
     assert section.count(cause[1].strip()) == 1, section
