@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 
 from testenv import EnvironmentView
-from testenv.api import DiscoveryRecord, TestEnvironmentStatus
+from testenv.api import DiscoveryRecord, ServiceStatus, TestEnvironmentStatus
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -81,13 +81,16 @@ def environments_table(views: Sequence[EnvironmentView]) -> Table:
     return table
 
 
-def service_line(svc: Any) -> str:
-    state = "ready" if svc.ready else (svc.reason or "starting")
-    took = f" ({svc.timings.ready:.1f}s)" if svc.ready and svc.timings.ready is not None else ""
-    text = f"{svc.name}: {state}{took}"
-    if not svc.ready and svc.message:
-        text += f" - {svc.message}"
-    return text
+def service_state(svc: ServiceStatus) -> str:
+    """``ready (2.0s)``, or why not: ``ErrImagePull - <message>``, ``starting``."""
+    if svc.ready:
+        return "ready" + (f" ({svc.timings.ready:.1f}s)" if svc.timings.ready is not None else "")
+    state = svc.reason or "starting"
+    return f"{state} - {svc.message}" if svc.message else state
+
+
+def service_line(svc: ServiceStatus) -> str:
+    return f"{svc.name}: {service_state(svc)}"
 
 
 def status_lines(view: EnvironmentView, events: Sequence[str]) -> list[str]:
@@ -164,7 +167,7 @@ class Progress:
         table.add_column("SERVICE")
         table.add_column("STATE")
         for svc in status.services if status is not None else []:
-            table.add_row(svc.name, service_line(svc).split(": ", 1)[1])
+            table.add_row(svc.name, service_state(svc))
         for job in status.jobs if status is not None else []:
             table.add_row(f"job {job.name}", job.phase.value)
         return table

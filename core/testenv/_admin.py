@@ -1,4 +1,4 @@
-"""Environments by name: list, inspect, create and wait, extend, delete, forward, follow
+"""Environments by name: list, inspect, apply and wait, extend, delete, forward, follow
 logs, collect garbage. What the ``testenv`` command does, for any program (async; one
 :class:`Environments` per cluster connection).
 
@@ -29,7 +29,6 @@ from ._kube import (
     object_events,
     parse_status,
     recent_events,
-    server_status,
     whoami,
 )
 from ._portforward import ServiceForward
@@ -132,31 +131,6 @@ class Environments:
 
     async def get(self, name: str) -> EnvironmentView:
         return EnvironmentView.of((await self._raw(name)).raw)
-
-    async def create(
-        self,
-        name: str,
-        spec: TestEnvironmentSpec,
-        *,
-        labels: Mapping[str, str] | None = None,
-        exist_ok: bool = True,
-    ) -> tuple[EnvironmentView, bool]:
-        """Create the environment; (view, created). An existing one is returned as it is
-        (with ``exist_ok``), whatever its spec."""
-        manifest = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": name, "labels": dict(labels or {})},
-            "spec": spec.to_wire(),
-        }
-        obj = TestEnvironment(manifest, api=self.api)
-        try:
-            await obj.async_create()
-        except kr8s.ServerError as exc:
-            if server_status(exc) != 409 or not exist_ok:
-                raise
-            return await self.get(name), False
-        return EnvironmentView.of(obj.raw), True
 
     async def apply(
         self,

@@ -274,24 +274,20 @@ async def recent_events(api: Any, namespace: str, limit: int) -> list[str]:
 async def collect_forensics(api: Any, name: str, *, log_lines: int = 20, events: int = 15) -> str:
     """Status, conditions, recent events and the last log lines of every pod."""
     out: list[str] = []
+    secrets: list[str] = []
     try:
         async with asyncio.timeout(20):
-            await _forensics(api, name, out, log_lines, events)
+            await _forensics(api, name, out, secrets, log_lines, events)
     except Exception as exc:
         out.append(f"(forensics incomplete: {type(exc).__name__}: {exc})")
     # What is printed and reported never shows a credential (pod logs may print them).
-    secrets = await _secret_values(api, name)
     return "\n".join(redact_lines(out, secrets, limit=None))
 
 
-async def _secret_values(api: Any, name: str) -> list[str]:
+async def _secret_values(api: Any, namespace: str) -> list[str]:
     """The environment's generated secret values, when we may read them (else none: the
     pattern-based redaction still applies)."""
     try:
-        obj = await TestEnvironment.get(name, api=api)
-        namespace = parse_status(obj.raw).namespace
-        if not namespace:
-            return []
         found = [s async for s in api.async_get("secrets", CREDENTIALS_SECRET, namespace=namespace)]
     except Exception:  # forbidden, gone, unreachable: nothing more to redact by value
         return []
@@ -302,7 +298,10 @@ async def _secret_values(api: Any, name: str) -> list[str]:
     ]
 
 
-async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_events: int) -> None:
+async def _forensics(
+    api: Any, name: str, out: list[str], secrets: list[str], log_lines: int, n_events: int
+) -> None:
+    """Append what is known to ``out``; the environment's secret values to ``secrets``."""
     try:
         obj = await TestEnvironment.get(name, api=api)
     except kr8s.NotFoundError:
@@ -344,6 +343,7 @@ async def _forensics(api: Any, name: str, out: list[str], log_lines: int, n_even
     ns = status.namespace
     if not ns:
         return
+    secrets += await _secret_values(api, ns)
     out.append(f"events in {ns} (last {n_events}):")
     out += [f"  {line}" for line in await recent_events(api, ns, n_events)]
     async for pod in api.async_get("pods", namespace=ns):

@@ -333,9 +333,13 @@ class Reconciler:
     # --- observe & status ------------------------------------------------------------------
 
     async def _details(
-        self, env: Environment, so: ServiceObservation, finding: diagnose.Finding | None
+        self,
+        env: Environment,
+        so: ServiceObservation,
+        finding: diagnose.Finding | None,
+        secrets: list[str],
     ) -> tuple[list[str], list[str]]:
-        """Last events and log lines of a failing service."""
+        """Last events and log lines of a failing service (``secrets`` redacted)."""
         pods = [p for p in so.pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
         pod_name = (
             finding.pod if finding else (str(pods[0]["metadata"]["name"]) if pods else so.spec.name)
@@ -343,7 +347,6 @@ class Reconciler:
         events_raw = await self.kube.list(
             "Event", env.namespace, field_selector=f"involvedObject.name={pod_name}"
         )
-        secrets = await self._secret_values(env)
         events = diagnose.last_events(events_raw, secrets=secrets)
         lines: list[str] = []
         if pods and self.settings.log_tail_lines:
@@ -415,7 +418,8 @@ class Reconciler:
             )
             verdict = job_verdict(jo, created=env.created)
             if verdict.phase is JobPhase.FAILED:
-                jo.events, jo.log_lines = await self._job_details(env, jo)
+                secrets = await self._secret_values(env)
+                jo.events, jo.log_lines = await self._job_details(env, jo, secrets)
                 verdict = job_verdict(jo, created=env.created)
             verdicts.append(verdict)
         failed = [v for v in verdicts if v.phase is JobPhase.FAILED]
@@ -445,10 +449,9 @@ class Reconciler:
         ]
 
     async def _job_details(
-        self, env: Environment, jo: JobObservation
+        self, env: Environment, jo: JobObservation, secrets: list[str]
     ) -> tuple[list[str], list[str]]:
-        """Last events and log lines of a failed job's newest pod."""
-        secrets = await self._secret_values(env)
+        """Last events and log lines of a failed job's newest pod (``secrets`` redacted)."""
         pods = sorted(
             jo.pods, key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp") or "")
         )
@@ -572,12 +575,18 @@ class Reconciler:
             )
         ]
         if needs_details or failed_jobs:
+            secrets = await self._secret_values(env)  # once, for every failure's evidence
             details = await asyncio.gather(
-                *(self._details(env, so, diagnose.diagnose_pods(so.pods)) for so in needs_details)
+                *(
+                    self._details(env, so, diagnose.diagnose_pods(so.pods), secrets)
+                    for so in needs_details
+                )
             )
             for so, (events, lines) in zip(needs_details, details, strict=True):
                 so.events, so.log_lines = events, lines
-            job_details = await asyncio.gather(*(self._job_details(env, jo) for jo in failed_jobs))
+            job_details = await asyncio.gather(
+                *(self._job_details(env, jo, secrets) for jo in failed_jobs)
+            )
             for jo, (events, lines) in zip(failed_jobs, job_details, strict=True):
                 jo.events, jo.log_lines = events, lines
             status = compute_status(obs, previous)
