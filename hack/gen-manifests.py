@@ -2,6 +2,7 @@
 """Regenerate the generated deployment files from their sources.
 
 * charts/testenv-operator/templates/crd.yaml  <- core/testenv/api.py (operator's crd.py)
+* charts/testenv-operator/templates/pool-crd.yaml  <- the same (TestEnvironmentPool)
 * charts/testenv-operator/templates/policy.yaml  <- the same (the admission policy)
 * manifests/testenv-operator.yaml             <- `helm template` of the chart (+ its Namespace)
 
@@ -23,10 +24,11 @@ sys.path.insert(0, str(ROOT / "hack"))
 
 from tools import tool  # noqa: E402
 
-from testenv_operator.crd import crd_yaml, policy_yaml  # noqa: E402
+from testenv_operator.crd import crd_yaml, policy_yaml, pool_crd_yaml  # noqa: E402
 
 CHART = ROOT / "charts/testenv-operator"
 CRD_FILE = CHART / "templates/crd.yaml"
+POOL_CRD_FILE = CHART / "templates/pool-crd.yaml"
 POLICY_FILE = CHART / "templates/policy.yaml"
 MANIFEST_FILE = ROOT / "manifests/testenv-operator.yaml"
 RELEASE = "testenv-operator"
@@ -60,10 +62,11 @@ def render_manifests(helm: str) -> str:
 
 
 def generated(helm: str | None) -> dict[Path, str]:
-    files = {CRD_FILE: crd_yaml(), POLICY_FILE: policy_yaml()}
+    files = {CRD_FILE: crd_yaml(), POOL_CRD_FILE: pool_crd_yaml(), POLICY_FILE: policy_yaml()}
     if helm is not None:
         # helm reads the chart from disk: render it with the fresh sources in place.
-        current = {p: p.read_text() if p.exists() else None for p in (CRD_FILE, POLICY_FILE)}
+        sources = (CRD_FILE, POOL_CRD_FILE, POLICY_FILE)
+        current = {p: p.read_text() if p.exists() else None for p in sources}
         for path in current:
             path.write_text(files[path])
         try:

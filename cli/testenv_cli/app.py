@@ -120,10 +120,18 @@ def up(
     ] = None,
     wait: Annotated[bool, typer.Option(help="wait until it is Ready")] = True,
     timeout: Annotated[float, typer.Option(help="seconds to wait for Ready")] = 300.0,
+    pool: Annotated[
+        bool,
+        typer.Option(
+            help="without a name, claim a Ready environment of a warm pool with this spec "
+            "when there is one"
+        ),
+    ] = True,
     output: OutputOption = Output.HUMAN,
 ) -> None:
     """Create an environment, or update an existing one of that name to the spec, then wait
-    until it is Ready and print its addresses."""
+    until it is Ready and print its addresses. Without a name, an environment of a matching
+    warm pool (TestEnvironmentPool) is claimed when there is one."""
     spec, labels, file_name = _spec(file, ttl)
     for item in label or []:
         key, sep, value = item.partition("=")
@@ -134,10 +142,27 @@ def up(
     chosen = name or file_name or f"env-{secrets.token_hex(3)}"
 
     async def work(envs: Environments) -> None:
-        view, created = await envs.apply(chosen, spec, labels=labels)
-        if output is Output.HUMAN:
-            verb = "created" if created else "updated"
-            err.print(f"testenv: {verb} TestEnvironment {chosen}")
+        nonlocal chosen
+        claimed = None
+        if pool and not (name or file_name):
+            claimed = await envs.claim(spec, labels=labels)
+            if claimed is None and output is Output.HUMAN:
+                for pool_name, counts in await envs.pools(spec):
+                    err.print(
+                        f"testenv: pool {pool_name} has no environment to claim (ready "
+                        f"{counts.ready}, refilling {counts.refilling}); creating one",
+                        markup=False,
+                    )
+        if claimed is not None:
+            chosen, pool_name = claimed
+            view = await envs.get(chosen)
+            if output is Output.HUMAN:
+                err.print(f"testenv: claimed TestEnvironment {chosen} from pool {pool_name}")
+        else:
+            view, created = await envs.apply(chosen, spec, labels=labels)
+            if output is Output.HUMAN:
+                verb = "created" if created else "updated"
+                err.print(f"testenv: {verb} TestEnvironment {chosen}")
         if not wait:
             if output is not Output.HUMAN:
                 emit(view.to_wire(), output)

@@ -31,7 +31,10 @@ from ._kube import (
     recent_events,
     whoami,
 )
+from ._pool import claim, matching_pools
 from ._portforward import ServiceForward
+from ._settings import DEFAULT_POOL_IDENTITY
+from ._spec import spec_hash
 from .api import (
     API_VERSION,
     CREATOR_ANNOTATION,
@@ -41,6 +44,7 @@ from .api import (
     PLURAL,
     DiscoveryRecord,
     Phase,
+    TestEnvironmentPoolStatus,
     TestEnvironmentSpec,
     TestEnvironmentStatus,
     parse_duration,
@@ -173,6 +177,33 @@ class Environments:
         ) as response:
             raw = response.json()
         return EnvironmentView.of(raw), existing is None
+
+    async def claim(
+        self,
+        spec: TestEnvironmentSpec,
+        *,
+        labels: Mapping[str, str] | None = None,
+        lease: str | None = None,
+        pool_identity: str = DEFAULT_POOL_IDENTITY,
+    ) -> tuple[str, str] | None:
+        """Claim an environment of a warm pool (TestEnvironmentPool) running ``spec``:
+        (environment, pool), or None when no pool has one. It is then the caller's: no
+        longer the pool's, with ``lease`` if given (else only its ttl ends it)."""
+        got = await claim(
+            self.api,
+            spec_hash(spec),
+            identity=pool_identity,
+            user=await whoami(self.api),
+            lease=lease,
+            labels=dict(labels or {}),
+        )
+        return (str(got.obj.name), got.pool) if got is not None else None
+
+    async def pools(
+        self, spec: TestEnvironmentSpec
+    ) -> builtins.list[tuple[str, TestEnvironmentPoolStatus]]:
+        """The warm pools whose template is ``spec``, with their counts."""
+        return await matching_pools(self.api, spec_hash(spec))
 
     async def wait(
         self,

@@ -34,6 +34,8 @@ class EnvironmentInfo:
     kept: bool = False
     shared: bool = False
     spec_hash: str | None = None
+    #: the warm pool (TestEnvironmentPool) the environment was claimed from
+    pool: str | None = None
     #: seconds from the start of provisioning until the services answered their health check
     startup_time: float | None = None
     #: phases: status.timings of the environment (real) or per-service start times (local)

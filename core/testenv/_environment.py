@@ -25,7 +25,9 @@ from ._kube import (
     server_status,
     whoami,
 )
+from ._pool import claim, matching_pools
 from ._portforward import ServiceForward, verify
+from ._settings import DEFAULT_POOL_IDENTITY
 from ._spec import now_rfc3339, spec_hash, unique_name
 from .api import (
     API_VERSION,
@@ -73,6 +75,8 @@ class KubeEnvironment:
         keep: bool = False,
         lease: str = "2m",
         wait_deleted: bool = False,
+        pool: bool = True,
+        pool_identity: str = DEFAULT_POOL_IDENTITY,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context
@@ -82,6 +86,11 @@ class KubeEnvironment:
         #: At teardown, wait until the namespace is gone (not only terminating).
         self.wait_deleted = wait_deleted
         self.shared = shared
+        #: Claim a Ready environment of a matching warm pool before creating one.
+        self.pool = pool
+        self.pool_identity = pool_identity
+        #: The pool the environment was claimed from.
+        self.claimed_from: str | None = None
         # Environments that outlive the session carry no lease (their ttl still applies).
         self.spec = (
             spec.model_copy(update={"lease": None})
@@ -123,6 +132,8 @@ class KubeEnvironment:
             if self.obj is not None:
                 self.name, self.reused = self.obj.name, True
                 progress(f"testenv: reusing TestEnvironment {self.name} (spec {self.hash})")
+        if self.obj is None and self.pool and not (self.named or self.reuse):
+            await self._claim(progress)
         if self.obj is None:
             await self._create_or_get(progress)
         if self.spec.lease:
@@ -149,6 +160,7 @@ class KubeEnvironment:
             kept=self.keep or self.reuse,
             shared=self.shared,
             spec_hash=self.hash,
+            pool=self.claimed_from,
             startup_time=startup,
             timings=timings,
         )
@@ -192,6 +204,32 @@ class KubeEnvironment:
             which = "shared" if self.shared else "existing"
             progress(f"testenv: using {which} TestEnvironment {self.name}")
         self.obj = obj
+
+    async def _claim(self, progress: Progress) -> None:
+        """Take an environment of a warm pool with our spec, if there is one (and say so)."""
+        started = time.monotonic()
+        labels = {k: v for k, v in self.labels.items() if k != SPEC_HASH_LABEL}
+        got = await claim(
+            self.api,
+            self.hash,
+            identity=self.pool_identity,
+            user=self.user,
+            lease=self.spec.lease,
+            labels=labels,
+        )
+        if got is None:
+            for pool, status in await matching_pools(self.api, self.hash):
+                progress(
+                    f"testenv: pool {pool} has no environment to claim (ready {status.ready}, "
+                    f"refilling {status.refilling}, claimed {status.claimed}); creating one"
+                )
+            return
+        self.obj, self.name, self.created, self.claimed_from = got.obj, got.obj.name, True, got.pool
+        state = "Ready" if got.ready else "still starting"
+        progress(
+            f"testenv: claimed TestEnvironment {self.name} from pool {got.pool} "
+            f"({state}, {time.monotonic() - started:.2f}s)"
+        )
 
     async def _find_reusable(self) -> Any:
         candidates = [

@@ -25,6 +25,8 @@ from .api import (
     GROUP,
     KIND,
     PLURAL,
+    POOL_KIND,
+    POOL_PLURAL,
     Phase,
     TestEnvironmentStatus,
 )
@@ -46,6 +48,10 @@ def _resource_class(asyncio: bool) -> Any:
 #: The TestEnvironment resource for kr8s (async API), and its synchronous twin for scripts.
 TestEnvironment: Any = _resource_class(asyncio=True)
 SyncTestEnvironment: Any = _resource_class(asyncio=False)
+#: The TestEnvironmentPool resource (warm pools).
+TestEnvironmentPool: Any = new_class(
+    kind=POOL_KIND, version=API_VERSION, namespaced=False, plural=POOL_PLURAL, asyncio=True
+)
 
 
 def parse_status(raw: dict[str, Any]) -> TestEnvironmentStatus:

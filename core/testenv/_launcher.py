@@ -258,6 +258,8 @@ class DevLauncher:
             keep=c.keep,
             lease=c.lease,
             wait_deleted=c.wait_deleted,
+            pool=c.pool == "auto",
+            pool_identity=c.pool_identity,
         )
 
     async def _start(self, provider: Provider) -> StartResult:

@@ -24,6 +24,10 @@ from .api import Duration
 
 Mode = Literal["real", "local"]
 XdistMode = Literal["per-worker", "shared"]
+PoolMode = Literal["auto", "off"]
+#: Who creates the environments of warm pools: the operator's service account as the chart
+#: names it (``pool_identity``, ``TESTENV_POOL_IDENTITY``, for another release).
+DEFAULT_POOL_IDENTITY = "system:serviceaccount:testenv-system:testenv-operator"
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y"})
 _FALSE = frozenset({"0", "false", "no", "off", "n"})
@@ -92,6 +96,12 @@ class LauncherConfig(BaseSettings):
     reuse: bool = False
     #: Keep the environment after shutdown and say how to reach it.
     keep: bool = False
+    #: ``auto``: claim a Ready environment of a warm pool (TestEnvironmentPool) with the same
+    #: spec when there is one; ``off``: always create a new one.
+    pool: PoolMode = "auto"
+    #: The creator a pool's environments must have to be claimed: the operator's service
+    #: account (change it for an operator installed under another name or namespace).
+    pool_identity: str = DEFAULT_POOL_IDENTITY
     #: At teardown, wait until the environment's namespace is gone, not only terminating
     #: (its deletion is then committed; waiting for the last object costs seconds).
     wait_deleted: bool = False

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +10,9 @@ import yaml
 from pydantic import ValidationError
 
 from ._errors import SpecError
-from .api import TestEnvironmentSpec
+from .api import TestEnvironmentSpec, spec_hash
+
+__all__ = ["load_spec", "now_rfc3339", "spec_hash", "unique_name"]
 
 
 def load_spec(path: Path | None) -> tuple[TestEnvironmentSpec, dict[str, str]]:
@@ -35,13 +35,6 @@ def load_spec(path: Path | None) -> tuple[TestEnvironmentSpec, dict[str, str]]:
             f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
         )
         raise SpecError(f"invalid spec in {path}: {problems}") from exc
-
-
-def spec_hash(spec: TestEnvironmentSpec) -> str:
-    """A stable hash of what the environment runs (the lease is not part of it)."""
-    wire = spec.model_copy(update={"lease": None}).to_wire()
-    canonical = json.dumps(wire, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def unique_name(prefix: str = "pytest") -> str:

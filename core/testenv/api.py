@@ -14,6 +14,8 @@ library and every client import it (checked by the import-layer test).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,21 @@ JOB_LABEL: Final = f"{GROUP}/job"
 RESET_ANNOTATION: Final = f"{GROUP}/reset-requested"
 # Annotation with a hash of what a Job or a pod template was rendered from.
 TEMPLATE_HASH_ANNOTATION: Final = f"{GROUP}/template-hash"
+
+POOL_KIND: Final = "TestEnvironmentPool"
+POOL_PLURAL: Final = "testenvironmentpools"
+POOL_SINGULAR: Final = "testenvironmentpool"
+POOL_SHORT_NAMES: Final = ("tepool",)
+#: Label on an environment a pool created, naming the pool.
+POOL_LABEL: Final = f"{GROUP}/pool"
+#: Label on a pool's environment: ``available`` until a client claims it, then ``claimed``.
+POOL_STATE_LABEL: Final = f"{GROUP}/pool-state"
+POOL_AVAILABLE: Final = "available"
+POOL_CLAIMED: Final = "claimed"
+#: Annotation a client sets when it claims a pool's environment: who claimed it.
+CLAIMED_BY_ANNOTATION: Final = f"{GROUP}/claimed-by"
+#: Most environments one pool may keep (ready, starting and claimed together).
+MAX_POOL_SIZE: Final = 100
 
 
 def _project_version() -> str:
@@ -1376,3 +1393,65 @@ class DiscoveryRecord(_Model):
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=False)
+
+
+def spec_hash(spec: TestEnvironmentSpec) -> str:
+    """A stable hash of what an environment runs (the lease is not part of it): the key of
+    reuse and of pool claims, computed the same way by clients and the operator."""
+    wire = spec.model_copy(update={"lease": None}).to_wire()
+    canonical = json.dumps(wire, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# -- TestEnvironmentPool ---------------------------------------------------------------------
+
+
+class TestEnvironmentPoolSpec(_Model):
+    """A warm pool: the operator keeps ``size`` environments of ``template`` Ready; a client
+    claims one (it leaves the pool) and the pool refills in the background."""
+
+    __test__ = False
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.size <= self.maxSize",
+                    "message": "size must not exceed maxSize",
+                },
+                {
+                    "rule": "!has(self.template.lease)",
+                    "message": "template.lease must be unset: a pool's environments have no "
+                    "lease until a client claims one (the client sets its own)",
+                },
+                {
+                    "rule": "!has(self.template.__namespace__)",
+                    "message": "template.namespace must be unset: every environment of the "
+                    "pool gets its own namespace",
+                },
+            ]
+        }
+    )
+
+    #: How many Ready, unclaimed environments to keep.
+    size: Annotated[int, Field(ge=0, le=MAX_POOL_SIZE)] = 1
+    #: The most environments the pool may have at once, claimed ones included: a quota on
+    #: what its clients can hold (claims beyond it wait for a refill or start fresh).
+    max_size: Annotated[int, Field(ge=1, le=MAX_POOL_SIZE)] = 10
+    #: The spec of every environment (a TestEnvironment's spec, without lease or namespace).
+    template: TestEnvironmentSpec = Field(default_factory=TestEnvironmentSpec)
+
+
+class TestEnvironmentPoolStatus(_Model):
+    __test__ = False
+
+    #: Unclaimed environments that are Ready.
+    ready: int = 0
+    #: Unclaimed environments still starting (the refill in progress).
+    refilling: int = 0
+    #: Environments claimed from the pool that still exist.
+    claimed: int = 0
+    #: The spec hash of the template: a client's spec with this hash can claim.
+    spec_hash: str | None = None
+    #: Why the pool cannot refill (its maxSize, the operator's limit, a refused creation).
+    message: str | None = None
+    observed_generation: int | None = None

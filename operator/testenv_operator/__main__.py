@@ -28,7 +28,11 @@ class JsonFormatter(logging.Formatter):
 class QuietEventHandlers(logging.Filter):
     """Drop kopf's per-event success lines of the watch-event handlers (one per pod event)."""
 
-    NOISY = ("Handler 'child_event' succeeded", "Handler 'environment_event' succeeded")
+    NOISY = (
+        "Handler 'child_event' succeeded",
+        "Handler 'environment_event' succeeded",
+        "Handler 'pool_event' succeeded",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith(self.NOISY)

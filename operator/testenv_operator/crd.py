@@ -24,10 +24,17 @@ from testenv.api import (
     GROUP,
     KIND,
     MAX_ENVIRONMENT_NAME,
+    MAX_POOL_SIZE,
     PLURAL,
+    POOL_KIND,
+    POOL_PLURAL,
+    POOL_SHORT_NAMES,
+    POOL_SINGULAR,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
+    TestEnvironmentPoolSpec,
+    TestEnvironmentPoolStatus,
     TestEnvironmentSpec,
     TestEnvironmentStatus,
     _cel_string,
@@ -211,7 +218,7 @@ def crd() -> dict[str, Any]:
                 "plural": PLURAL,
                 "singular": SINGULAR,
                 "shortNames": list(SHORT_NAMES),
-                "categories": ["testenv"],
+                # No category: kubectl would expand `testenv` (a short name) to all of it.
             },
             "versions": [
                 {
@@ -233,6 +240,88 @@ def crd() -> dict[str, Any]:
                         },
                     ],
                     "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+def pool_crd() -> dict[str, Any]:
+    """The TestEnvironmentPool CustomResourceDefinition: a warm pool of environments."""
+    spec = model_schema(TestEnvironmentPoolSpec, keep_defaults=True)
+    spec["description"] = (
+        "A warm pool: the operator keeps `size` Ready environments of `template`; a client "
+        "claims one and the pool refills in the background."
+    )
+    # A default must pass the rules on its own (defaults inside it are not applied first).
+    spec["default"] = {"size": 1, "maxSize": 10, "template": {}}
+    # The template is a TestEnvironment's spec, with the same schema and defaults rules.
+    template = spec_schema()
+    template["description"] = (
+        "The spec of the pool's environments (a TestEnvironment's spec without lease and "
+        "namespace)."
+    )
+    spec["properties"]["template"] = template
+    status = model_schema(TestEnvironmentPoolStatus, keep_defaults=False)
+    status["description"] = "Counts of the pool's environments, written by the operator."
+    columns = [
+        ("Size", "integer", ".spec.size"),
+        ("Max", "integer", ".spec.maxSize"),
+        ("Ready", "integer", ".status.ready"),
+        ("Refilling", "integer", ".status.refilling"),
+        ("Claimed", "integer", ".status.claimed"),
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{POOL_PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "testenv-operator"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": POOL_KIND,
+                "listKind": f"{POOL_KIND}List",
+                "plural": POOL_PLURAL,
+                "singular": POOL_SINGULAR,
+                "shortNames": list(POOL_SHORT_NAMES),
+                # No category: "testenv" is also TestEnvironment's short name, and kubectl
+                # would expand `kubectl get testenv` to the whole category.
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        *({"name": n, "type": t, "jsonPath": j} for n, t, j in columns),
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                        {
+                            "name": "Message",
+                            "type": "string",
+                            "jsonPath": ".status.message",
+                            "priority": 1,
+                        },
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (
+                                f"A warm pool of up to {MAX_POOL_SIZE} Ready TestEnvironments "
+                                "of one spec, for claims in well under a second."
+                            ),
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
                 }
             ],
         },
@@ -311,14 +400,20 @@ def crd_yaml() -> str:
     return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100)
 
 
+def pool_crd_yaml() -> str:
+    return HEADER + yaml.safe_dump(pool_crd(), sort_keys=False, width=100)
+
+
 def policy_yaml() -> str:
     docs = [yaml.safe_dump(doc, sort_keys=False, width=100) for doc in admission_policy()]
     return HEADER + "---\n".join(docs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m testenv_operator.crd [policy]``: the CRD, or the admission policy."""
-    sys.stdout.write(policy_yaml() if argv and argv[0] == "policy" else crd_yaml())
+    """``python -m testenv_operator.crd [policy|pool]``: the CRD, the admission policy or the
+    pool's CRD."""
+    which = argv[0] if argv else "crd"
+    sys.stdout.write({"policy": policy_yaml, "pool": pool_crd_yaml}.get(which, crd_yaml)())
     return 0
 
 

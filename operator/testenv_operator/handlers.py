@@ -4,7 +4,7 @@ Finalizer-free by design: no deletion handler that must run and no kopf daemons/
 would add a finalizer). Deleting a TestEnvironment is left to the garbage collector through
 the Namespace's ownerReference, which works even while the operator is down. Readiness,
 healing and expiry are followed by one monitor task per environment (see reconcile.py), woken
-by the event handlers below.
+by the event handlers below; warm pools the same way, one task per pool (see pool.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,18 @@ from typing import Any
 
 import kopf
 
-from testenv.api import ENVIRONMENT_LABEL, GROUP, MANAGED_BY, PLURAL, VERSION
+from testenv.api import (
+    ENVIRONMENT_LABEL,
+    GROUP,
+    MANAGED_BY,
+    PLURAL,
+    POOL_LABEL,
+    POOL_PLURAL,
+    VERSION,
+)
 from testenv_operator.cache import ApiReads, IndexReads, index_entry
 from testenv_operator.kube import Kube, KubeError
+from testenv_operator.pool import PoolKeeper, PoolReads
 from testenv_operator.reconcile import InvalidSpec, Reconciler
 from testenv_operator.settings import Settings
 
@@ -42,6 +51,7 @@ LEVELS = {
 }
 
 _state: dict[str, Reconciler] = {}
+_pools: dict[str, PoolKeeper] = {}
 
 
 def reconciler() -> Reconciler:
@@ -85,6 +95,16 @@ def environments_by_name(name: str, body: Any, **_: Any) -> Any:
     return index_entry(name, body)
 
 
+@kopf.index(GROUP, VERSION, POOL_PLURAL)
+def pools_by_name(name: str, body: Any, **_: Any) -> Any:
+    return index_entry(name, body)
+
+
+@kopf.index(GROUP, VERSION, PLURAL, labels={POOL_LABEL: kopf.PRESENT})
+def pool_members(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+    return index_entry(labels.get(POOL_LABEL), body)
+
+
 @kopf.index("v1", "namespaces", labels=MANAGED)
 def namespaces_by_name(name: str, body: Any, **_: Any) -> Any:
     return index_entry(name, body)
@@ -123,12 +143,22 @@ async def startup(settings: Any, **kwargs: Any) -> None:
     # kwargs holds the indexes above (kopf passes every index to every handler).
     reads = IndexReads(kwargs, fallback=ApiReads(kube))
     _state["reconciler"] = Reconciler(kube, ours, post_event, reads=reads)
+    _pools["keeper"] = PoolKeeper(
+        kube,
+        PoolReads(kwargs),
+        identity=ours.identity,
+        default_ttl=ours.default_ttl,
+        limit=ours.max_pooled_environments,
+        resync=ours.pool_resync_interval,
+    )
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     if "reconciler" in _state:
         await _state["reconciler"].stop_all()
+    if "keeper" in _pools:
+        await _pools["keeper"].stop_all()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -150,6 +180,9 @@ async def environment_event(
     type: str | None, body: Mapping[str, Any], name: str, uid: str, **_: Any
 ) -> None:
     rec = reconciler()
+    pool = ((body.get("metadata") or {}).get("labels") or {}).get(POOL_LABEL)
+    if pool and "keeper" in _pools:
+        _pools["keeper"].nudge(pool)
     if type == "DELETED":
         await rec.stop(name)
         return
@@ -170,3 +203,17 @@ async def child_event(type: str | None, labels: Mapping[str, str], **_: Any) -> 
     environment = labels.get(ENVIRONMENT_LABEL)
     if environment and "reconciler" in _state:
         _state["reconciler"].nudge(environment, reapply=type == "DELETED")
+
+
+@kopf.on.event(GROUP, VERSION, POOL_PLURAL)
+async def pool_event(
+    type: str | None, body: Mapping[str, Any], name: str, uid: str, **_: Any
+) -> None:
+    """A pool's task keeps it filled; it ends by itself once the pool is gone."""
+    keeper = _pools.get("keeper")
+    if keeper is None:
+        return
+    if type == "DELETED":
+        await keeper.stop(name)
+    elif not (body.get("metadata") or {}).get("deletionTimestamp"):
+        keeper.ensure(name, uid)

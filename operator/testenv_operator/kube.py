@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from testenv.api import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from testenv.api import FIELD_MANAGER, GROUP, PLURAL, POOL_PLURAL, VERSION
 
 Obj = dict[str, Any]
 
@@ -39,6 +39,7 @@ KINDS: dict[str, Kind] = {
     "Job": Kind("batch/v1", "jobs", True),
     "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", True),
     "TestEnvironment": Kind(f"{GROUP}/{VERSION}", PLURAL, False),
+    "TestEnvironmentPool": Kind(f"{GROUP}/{VERSION}", POOL_PLURAL, False),
 }
 
 
@@ -78,7 +79,9 @@ class KubeClient(Protocol):
         *,
         preconditions: Obj | None = None,
     ) -> bool: ...
-    async def patch_status(self, name: str, patch: Obj) -> Obj | None: ...
+    async def patch_status(
+        self, name: str, patch: Obj, *, kind: str = "TestEnvironment"
+    ) -> Obj | None: ...
     async def pod_logs(
         self, namespace: str, pod: str, container: str, *, previous: bool, tail: int
     ) -> str: ...
@@ -212,11 +215,13 @@ class Kube:
         except NotFound:
             return False
 
-    async def patch_status(self, name: str, patch: Obj) -> Obj | None:
+    async def patch_status(
+        self, name: str, patch: Obj, *, kind: str = "TestEnvironment"
+    ) -> Obj | None:
         try:
             result: Obj = await self._request(
                 "PATCH",
-                _path(KINDS["TestEnvironment"], name, None, "status"),
+                _path(KINDS[kind], name, None, "status"),
                 body=patch,
                 content_type="application/merge-patch+json",
             )

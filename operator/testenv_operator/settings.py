@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     # pulled Always (TESTENV_LOCAL_IMAGES='["testenv/"]', JSON).
     local_images: tuple[str, ...] = LOCAL_IMAGE_PREFIXES
 
+    # Who the operator is (system:serviceaccount:<namespace>:<name>, set by the chart): the
+    # creator of the environments its pools create, which clients check before claiming one.
+    identity: str | None = None
+    # Most unclaimed pool environments at once, over all pools (a claimed one no longer counts).
+    max_pooled_environments: int = Field(100, ge=0)
+    # Re-check every pool at least this often, even without events (seconds).
+    pool_resync_interval: float = Field(10.0, gt=0)
+
     # Address ranges environments never reach, even with network.egress: internet (JSON).
     private_cidrs: tuple[str, ...] = PRIVATE_CIDRS
 

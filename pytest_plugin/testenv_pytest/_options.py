@@ -75,6 +75,12 @@ OPTIONS: tuple[_Opt, ...] = (
         "is used as it is and kept, e.g. the one of a pull request",
     ),
     _Opt(
+        "pool",
+        "auto: claim a Ready environment of a warm pool (TestEnvironmentPool) with the same "
+        "spec when there is one; off: always create one (default: auto)",
+        choices=("auto", "off"),
+    ),
+    _Opt(
         "wait_deleted",
         "at teardown, wait until the namespace is gone, not only terminating (slower)",
         "bool",

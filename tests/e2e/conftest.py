@@ -84,52 +84,49 @@ def operator_installed(kube_api: kr8s.Api, kubectl: str) -> None:
         pytest.fail(f"the operator is not running: {ready.stderr}")
 
 
-def _testenv_objects(kubectl: str) -> tuple[set[str], set[str]]:
-    """Names of TestEnvironments, and of namespaces the operator manages."""
+LEAK_KINDS = (
+    ("testenvironments.testenv.dev",),
+    ("testenvironmentpools.testenv.dev",),
+    ("namespaces", "-l", "app.kubernetes.io/managed-by=testenv-operator"),
+)
 
-    def names(*args: str) -> set[str]:
+
+def _testenv_objects(kubectl: str) -> set[str]:
+    """``kind/name`` of every TestEnvironment and TestEnvironmentPool, and of every namespace
+    the operator manages."""
+    found: set[str] = set()
+    for args in LEAK_KINDS:
         out = subprocess.run(
             [kubectl, "get", *args, "-o", "jsonpath={.items[*].metadata.name}"],
             capture_output=True,
             text=True,
             check=False,
         )
-        return set(out.stdout.split()) if out.returncode == 0 else set()
-
-    return (
-        names("testenvironments.testenv.dev"),
-        names("namespaces", "-l", "app.kubernetes.io/managed-by=testenv-operator"),
-    )
+        if out.returncode == 0:
+            found |= {f"{args[0]}/{name}" for name in out.stdout.split()}
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)
 def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After the e2e session: nothing it created is left (TestEnvironments, their namespaces
-    and so their pods and ConfigMaps). Deletion is asynchronous (garbage collection), so this
-    waits on the objects with `kubectl wait --for=delete`, then fails naming what leaked."""
+    """After the e2e session: nothing it created is left (TestEnvironments, pools, their
+    namespaces and so their pods and ConfigMaps). Deletion is asynchronous (garbage
+    collection), so this waits on the objects with `kubectl wait --for=delete`, then fails
+    naming what leaked."""
     if not any(item.get_closest_marker("e2e") for item in request.session.items):
         yield
         return
     kubectl = os.environ.get("KUBECTL") or tool("kubectl") or "kubectl"
-    before_envs, before_namespaces = _testenv_objects(kubectl)
+    before = _testenv_objects(kubectl)
     yield
-    envs, namespaces = _testenv_objects(kubectl)
-    new_envs, new_namespaces = envs - before_envs, namespaces - before_namespaces
-    for kind, names in (("testenvironments.testenv.dev", new_envs), ("namespace", new_namespaces)):
-        if names:
-            subprocess.run(
-                [
-                    kubectl,
-                    "wait",
-                    "--for=delete",
-                    "--timeout=180s",
-                    *(f"{kind}/{n}" for n in names),
-                ],
-                capture_output=True,
-                check=False,
-            )
-    envs, namespaces = _testenv_objects(kubectl)
-    leaked = sorted((envs - before_envs) | (namespaces - before_namespaces))
+    new = _testenv_objects(kubectl) - before
+    if new:
+        subprocess.run(
+            [kubectl, "wait", "--for=delete", "--timeout=180s", *sorted(new)],
+            capture_output=True,
+            check=False,
+        )
+    leaked = sorted(_testenv_objects(kubectl) - before)
     assert not leaked, f"the e2e session left these behind: {', '.join(leaked)}"
 
 

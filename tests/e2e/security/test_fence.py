@@ -186,3 +186,48 @@ def test_the_creator_annotation_cannot_be_forged_or_changed(k: Kubectl, envs: An
         assert changed.returncode != 0 and "never changes" in changed.stderr, changed.stderr
     finally:
         k("delete", "testenv", mine["metadata"]["name"], "--wait=false", check=False)
+
+
+def test_the_operator_creates_only_the_environments_of_a_pool(k: Kubectl) -> None:
+    """It may create TestEnvironments (for warm pools) but only labelled with and owned by a
+    TestEnvironmentPool: not an environment of its own choosing."""
+    name = f"fence-{uuid.uuid4().hex[:6]}"
+    plain = yaml.safe_load(manifest(name))
+    proc = k(
+        "create",
+        "--dry-run=server",
+        "--as",
+        OPERATOR,
+        "-f",
+        "-",
+        input=yaml.safe_dump(plain),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "only create the TestEnvironments of a TestEnvironmentPool" in proc.stderr
+    pooled = {
+        **plain,
+        "metadata": {
+            "name": name,
+            "labels": {"testenv.dev/pool": "warm"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "testenv.dev/v1alpha1",
+                    "kind": "TestEnvironmentPool",
+                    "name": "warm",
+                    "uid": str(uuid.uuid4()),
+                }
+            ],
+        },
+    }
+    proc = k(
+        "create",
+        "--dry-run=server",
+        "--as",
+        OPERATOR,
+        "-f",
+        "-",
+        input=yaml.safe_dump(pooled),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr

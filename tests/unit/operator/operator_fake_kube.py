@@ -96,8 +96,10 @@ class FakeKube:
                 raise Conflict(409, f"Precondition failed: {preconditions}")
         return self.objects.pop(self.key(kind, name, namespace), None) is not None
 
-    async def patch_status(self, name: str, patch: Obj) -> Obj | None:
-        obj = self.find("TestEnvironment", name)
+    async def patch_status(
+        self, name: str, patch: Obj, *, kind: str = "TestEnvironment"
+    ) -> Obj | None:
+        obj = self.find(kind, name)
         if obj is None:
             return None
         status = {k: v for k, v in patch["status"].items() if v is not None}

@@ -184,3 +184,17 @@ def test_field_reference_is_current() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_kubectl_names_resolve_to_one_resource() -> None:
+    """`kubectl get testenv` must mean TestEnvironments: a category named like a short name
+    would make kubectl expand it to every resource of the category."""
+    crds = [crd.crd(), crd.pool_crd()]
+    names = [d["spec"]["names"] for d in crds]
+    spelled = [
+        {n["plural"], n["singular"], n["kind"].lower(), *n.get("shortNames", [])} for n in names
+    ]
+    categories = {c for n in names for c in n.get("categories", [])}
+    for one in spelled:
+        assert not one & categories
+    assert not spelled[0] & spelled[1]

@@ -138,10 +138,12 @@ class RefusingDiscoveryKube(FakeKube):
 class RefusingStatusKube(FakeKube):
     """The API server refuses every status but a bare Failed one (a status it cannot store)."""
 
-    async def patch_status(self, name: str, patch: Obj) -> Obj | None:
+    async def patch_status(
+        self, name: str, patch: Obj, *, kind: str = "TestEnvironment"
+    ) -> Obj | None:
         if patch["status"].get("phase") != "Failed" or patch["status"].get("services"):
             raise KubeError(422, 'TestEnvironment "demo" is invalid: status.services: bad')
-        return await super().patch_status(name, patch)
+        return await super().patch_status(name, patch, kind=kind)
 
 
 @pytest.mark.parametrize("kube_type", [RefusingDiscoveryKube, RefusingStatusKube])
