@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write docs/reference.md: every field of a TestEnvironment spec, from the API models.
+"""Write docs/reference.md: every field of a TestEnvironment (and pool) spec, from the models.
 
 Types, defaults and limits come from the models' JSON schema; descriptions from the models'
 docstrings and the ``#:`` comments above their fields (the Sphinx convention).
@@ -93,6 +93,8 @@ def _default(model: type[BaseModel], name: str) -> str:
     value = info.get_default(call_default_factory=True)
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if len(str(value)) > 60:
+            return "its defaults"
     elif isinstance(value, list):
         value = [
             v.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -110,14 +112,14 @@ def _default(model: type[BaseModel], name: str) -> str:
 
 
 def models() -> list[type[BaseModel]]:
-    """The spec's models, breadth first from TestEnvironmentSpec."""
+    """The spec's models, breadth first from TestEnvironmentSpec; then a pool's spec."""
     order: list[type[BaseModel]] = [api.TestEnvironmentSpec]
     for model in order:
         for info in model.model_fields.values():
             for arg in _model_args(info.annotation):
                 if arg not in order:
                     order.append(arg)
-    return order
+    return [*order, api.TestEnvironmentPoolSpec]
 
 
 def _model_args(annotation: Any) -> list[type[BaseModel]]:
@@ -143,7 +145,8 @@ def render() -> str:
         "names `testenv`, `tenv`). Every field has a default: `spec: {}` runs the reference "
         "services. Bounds are enforced at admission (the CRD schema, and a "
         "ValidatingAdmissionPolicy for references between services, jobs and secrets, and "
-        "for dependency cycles). Examples: `manifests/samples/`.",
+        "for dependency cycles). Examples: `manifests/samples/`. A warm pool, "
+        "`kind: TestEnvironmentPool` (short name `tepool`), is last.",
         "",
     ]
     for model in models():

@@ -31,6 +31,7 @@ def environment_section(result: StartResult) -> dict[str, Any]:
             "kept": env.kept,
             "shared": env.shared,
             "spec_hash": env.spec_hash,
+            "pool": env.pool,
         },
         "services_started": sorted(result.records),
         "startup_time": env.startup_time,
