@@ -80,8 +80,7 @@ lint: venv  ## ruff and mypy
 manifests: venv  ## regenerate the chart's CRD and manifests/ from the models
 	$(PY) hack/gen-manifests.py
 
-bench: venv ensure-cluster  ## startup benchmarks (see bench/README.md)
-	$(PY) bench/startup.py
-	$(PY) bench/plugin_reuse.py
+BENCH_ARGS ?=
+bench: venv ensure-cluster install-operator  ## every benchmark against its same-run baseline: bench/results.{json,md}
+	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/import_cost.py
-	$(PY) bench/portforward.py

@@ -211,7 +211,6 @@ class DevLauncher:
                 self._future.set_exception(exc)
                 return self._future
             self._future = self._require_loop().submit(self._start(self.provider))
-            self._future.add_done_callback(self._keep_result)
         return self._future
 
     def start(self) -> StartResult:
@@ -226,10 +225,12 @@ class DevLauncher:
             self._future = None
             self.error = None
 
-    def _keep_result(self, future: concurrent.futures.Future[StartResult]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            self.result = future.result()
-            self.discovery._set_records(self.result.records)
+    def _keep_result(self, result: StartResult) -> StartResult:
+        # Set before the future resolves: a done-callback runs only after waiters wake, so a
+        # caller of ``begin().result()`` could see the future done and ``self.result`` unset.
+        self.result = result
+        self.discovery._set_records(result.records)
+        return result
 
     def _discovery_dir(self) -> Path:
         path = self.config.discovery_dir.expanduser()
@@ -265,7 +266,7 @@ class DevLauncher:
     async def _start(self, provider: Provider) -> StartResult:
         try:
             async with asyncio.timeout(self.config.startup_timeout):
-                return await provider.start(self.progress)
+                return self._keep_result(await provider.start(self.progress))
         except TimeoutError:
             raise ProvisioningTimeoutError(
                 f"testenv: the {self.config.mode} environment was not ready after "

@@ -153,3 +153,26 @@ def test_discovery_dir_from_environment(tmp_path: Path, monkeypatch: pytest.Monk
     assert ServiceDiscovery().discovery_dir == tmp_path
     monkeypatch.delenv("TESTENV_DISCOVERY_DIR")
     assert ServiceDiscovery().discovery_dir == Path(".service_discovery")
+
+
+class _InstantProvider:
+    """A provider whose environment is up at once."""
+
+    async def start(self, progress: object) -> object:
+        from testenv._context import EnvironmentInfo, StartResult
+
+        return StartResult(records={}, environment=EnvironmentInfo(mode="real", name="x"))
+
+    async def stop(self) -> None:
+        return None
+
+
+def test_the_result_is_kept_before_the_start_completes() -> None:
+    """Whoever sees the start's future done finds the launcher's result set (a done-callback
+    runs only after waiters wake: the plugin once read an unset result)."""
+    from testenv import DevLauncher, LauncherConfig
+
+    launcher = DevLauncher(LauncherConfig(mode="local"))
+    result = asyncio.run(launcher._start(_InstantProvider()))  # type: ignore[arg-type]
+    assert launcher.result is result
+    assert launcher.environment.name == "x"
