@@ -1,0 +1,51 @@
+"""`make bench` in its quick mode, on the real cluster, so that the benchmark cannot rot: every
+suite runs, every figure comes with its same-run baseline and ratio, the Markdown table is
+written. No timing is asserted (this machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench/run.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=1200,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    results = json.loads((tmp_path / "results.json").read_text())
+    figures = results["figures"]
+    assert {f["suite"] for f in figures} == {"ready", "pytest", "concurrency", "portforward"}
+    compared = [f for f in figures if "baseline" in f]
+    names = {f["name"] for f in compared}
+    assert {
+        "testenv: TestEnvironment Ready",
+        "testenv: claim from a warm pool",
+        "helm install --wait",
+        "claimed session, start to exit",
+        "3 environments at once",
+    } <= names
+    for figure in compared:
+        assert figure["rounds"] >= 1 and figure["p50_s"] > 0 and figure["baseline_p50_s"] > 0
+        assert figure["ratio_p50"] == pytest.approx(
+            figure["p50_s"] / figure["baseline_p50_s"], rel=0.05, abs=0.01
+        )
+        assert figure["best_s"] <= figure["p50_s"] <= figure["p95_s"] <= figure["worst_s"]
+    phases = next(f["phases"] for f in figures if "phases" in f)
+    assert {"namespaceCreated", "ready"} <= set(phases)
+    table = (tmp_path / "results.md").read_text()
+    assert "| ready | testenv: TestEnvironment Ready |" in table
+    assert results["machine"] in table
