@@ -52,8 +52,9 @@ demo: install-operator  ## the main job: a real environment, its status and URLs
 demo-down:  ## delete the demo environment
 	@$(PY) hack/demo.py --delete
 
-tools:  ## pinned linters the tests use (actionlint), built from the Go module proxy
+tools:  ## pinned tools the tests use (actionlint; kwok for the scale benchmark), from the Go module proxy
 	@bash hack/build-binaries.sh actionlint
+	@bash hack/build-binaries.sh kwok
 
 test: venv deps tools install-operator  ## everything: lint, unit tests, e2e tests on the real cluster
 	$(MAKE) lint
@@ -81,6 +82,6 @@ manifests: venv  ## regenerate the chart's CRD and manifests/ from the models
 	$(PY) hack/gen-manifests.py
 
 BENCH_ARGS ?=
-bench: venv ensure-cluster install-operator  ## every benchmark against its same-run baseline: bench/results.{json,md}
+bench: venv tools ensure-cluster install-operator  ## every benchmark against its same-run baseline: bench/results.{json,md}
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/import_cost.py

@@ -4,7 +4,8 @@ cluster KUBECONFIG points at. Writes ``bench/results.json`` and ``bench/results.
 Every figure is measured in the same run as its baseline, interleaved round by round so that
 the machine's noise hits both alike, and reported as seconds (p50, p95, best, worst) and as a
 ratio to the baseline's p50. The workload is the same everywhere: ``SERVICES`` web servers of
-the project's base image (``python3 -m http.server``) with a TCP readiness probe every second.
+the project's base image (``python3 -m http.server``) with a TCP readiness probe every second,
+no service account token (as the product's pods).
 
 * ready: creation to Ready. The product (a TestEnvironment: Ready means every service Ready
   and discovery published), a claim from a warm pool, against (a) the floor: bare pods;
@@ -30,6 +31,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import kubetest_peer
 import yaml
 from _common import ROOT, kubectl_path
 
@@ -97,7 +100,10 @@ def floor_pods(namespace: str, count: int = SERVICES) -> list[dict[str, Any]]:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": f"web{i}", "namespace": namespace, "labels": {"bench": "floor"}},
-            "spec": {"containers": [_container(i % SERVICES)]},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "containers": [_container(i % SERVICES)],
+            },
         }
         for i in range(count)
     ]
@@ -120,7 +126,10 @@ def deployments(namespace: str | None) -> list[dict[str, Any]]:
                     "selector": {"matchLabels": labels},
                     "template": {
                         "metadata": {"labels": labels},
-                        "spec": {"containers": [_container(i)]},
+                        "spec": {
+                            "automountServiceAccountToken": False,
+                            "containers": [_container(i)],
+                        },
                     },
                 },
             }
@@ -161,8 +170,11 @@ def timed(*steps: Callable[[], object]) -> float:
 
 
 def new_namespace(prefix: str) -> str:
+    """A namespace ready for pods (its default ServiceAccount exists): a baseline's time
+    starts at its first object, as the product's starts at the TestEnvironment."""
     name = f"bench-{prefix}-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", name)
+    kubectl("-n", name, "wait", "--for=create", "serviceaccount/default", "--timeout=60s")
     return name
 
 
@@ -340,15 +352,18 @@ def phases(statuses: list[dict[str, Any]]) -> dict[str, float]:
 def bench_ready(rounds: int, tag: str) -> list[dict[str, Any]]:
     spec = web_spec(tag)
     series: dict[str, list[float]] = {
-        k: [] for k in ("floor", "kubectl", "helm", "product", "claim")
+        k: [] for k in ("floor", "kubectl", "helm", "kubetest", "product", "claim")
     }
     statuses: list[dict[str, Any]] = []
+    peer = kubetest_peer.ensure_venv()
     with tempfile.TemporaryDirectory() as tmp, pool(spec, size=2) as pool_name:
         chart = helm_chart(Path(tmp))
+        kubetest_peer.write_session(Path(tmp) / "kubetest", deployments(None))
         for i in range(rounds):
             series["floor"].append(round_floor())
             series["kubectl"].append(round_kubectl())
             series["helm"].append(round_helm(chart))
+            series["kubetest"].append(kubetest_peer.session(peer, Path(tmp) / "kubetest")[2])
             took, status = round_product(spec)
             series["product"].append(took)
             statuses.append(status)
@@ -363,6 +378,13 @@ def bench_ready(rounds: int, tag: str) -> list[dict[str, Any]]:
     return [
         figure("ready", "kubectl apply + wait (Deployments)", series["kubectl"], "floor", floor),
         figure("ready", "helm install --wait", series["helm"], "floor", floor),
+        figure(
+            "ready",
+            "kubetest: test start to every service answering",
+            series["kubetest"],
+            "floor",
+            floor,
+        ),
         figure(
             "ready",
             "testenv: TestEnvironment Ready",
@@ -453,12 +475,15 @@ def bench_pytest(rounds: int, tag: str) -> list[dict[str, Any]]:
         (empty / "test_empty.py").write_text(EMPTY_TEST)
         (env / "test_env.py").write_text(SESSION_TEST)
         (env / "spec.yaml").write_text(yaml.safe_dump({"spec": spec}))
+        peer = kubetest_peer.ensure_venv()
+        kubetest_peer.write_session(root / "kubetest", deployments(None))
         common = ["--testenv-spec=spec.yaml", "--testenv-report=report.json"]
         reused_name = None
         for i in range(rounds):
             first, whole, _ = session(empty)
             add("empty first", first)
             add("empty exit", whole)
+            add("kubetest exit", kubetest_peer.session(peer, root / "kubetest")[0])
             for mode, extra in (("fresh", ["--testenv-pool=off"]), ("claimed", [])):
                 if mode == "claimed":
                     wait_pool_ready(pool_name, 2)
@@ -494,6 +519,26 @@ def bench_pytest(rounds: int, tag: str) -> list[dict[str, Any]]:
                     series[f"empty {what}"],
                 )
             )
+    out.append(
+        figure(
+            "pytest",
+            "kubetest session, start to exit",
+            series["kubetest exit"],
+            "empty session, start to exit",
+            series["empty exit"],
+        )
+    )
+    for mode in ("fresh", "claimed"):
+        out.append(
+            figure(
+                "pytest",
+                f"{mode} session against kubetest's, start to exit",
+                series[f"{mode} exit"],
+                "kubetest session, start to exit",
+                series["kubetest exit"],
+                target="≤ 1.0x kubetest" if mode == "fresh" else None,
+            )
+        )
     for mode, values in added.items():
         out.append(
             {
@@ -601,9 +646,81 @@ def bench_portforward(rounds: int) -> list[dict[str, Any]]:
         if done.returncode != 0:
             raise RuntimeError(f"portforward benchmark failed:\n{done.stderr[-3000:]}")
         data = json.loads(Path(tmp.name).read_text())
-    return [
-        {"suite": "portforward", "name": "port-forward (see bench/portforward.py)", "result": data}
-    ]
+    rows = []
+    labels = {
+        "rps_keepalive": "GET, one keep-alive connection (req/s, higher is better)",
+        "rps_new_connection": "GET, a new connection each (req/s, higher is better)",
+        "ws_rtt_s": "WebSocket chat round trip (ms)",
+    }
+    for other, key in (
+        ("kubectl port-forward", "kubectl_port_forward"),
+        ("official client", "official_client"),
+    ):
+        for metric, label in labels.items():
+            scale = 1000.0 if metric == "ws_rtt_s" else 1.0
+            mine, theirs = data["library"][metric] * scale, data[key][metric] * scale
+            rows.append(
+                {
+                    "suite": "portforward",
+                    "name": f"library forwarder: {label}",
+                    "rounds": data["rounds"],
+                    "p50_s": round(mine, 4),
+                    "p95_s": round(mine, 4),
+                    "best_s": round(mine, 4),
+                    "worst_s": round(mine, 4),
+                    "baseline": other,
+                    "baseline_p50_s": round(theirs, 4),
+                    "baseline_p95_s": round(theirs, 4),
+                    "ratio_p50": round(mine / theirs, 2) if theirs else None,
+                    **(
+                        {"target": "at least as fast as kubectl"}
+                        if other.startswith("kubectl")
+                        else {}
+                    ),
+                }
+            )
+    return [*rows, {"suite": "portforward", "name": "port-forward medians", "result": data}]
+
+
+# -- 5. scale -------------------------------------------------------------------------------
+
+
+def bench_scale(quick: bool) -> list[dict[str, Any]]:
+    """``bench/scale.py`` on a throwaway control plane with simulated nodes (kwok)."""
+    size = ["--environments", "10", "--probes", "3", "--idle", "5"] if quick else []
+    with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench/scale.py"), *size, "--json", tmp.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"scale benchmark failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            )
+        data = json.loads(Path(tmp.name).read_text())
+    alone, loaded, n = data["probe_alone"], data["probe_loaded"], data["burst"]["environments"]
+    out = []
+    for key, label in (("to_first_status", "reaction"), ("to_ready", "Ready")):
+        out.append(
+            {
+                "suite": "scale",
+                "name": f"one change with {n} environments present: creation to {label}",
+                "rounds": loaded["environments"],
+                "p50_s": loaded[key]["p50_s"],
+                "p95_s": loaded[key]["p95_s"],
+                "best_s": loaded[key]["best_s"],
+                "worst_s": loaded[key]["max_s"],
+                "baseline": "the same with none present",
+                "baseline_p50_s": alone[key]["p50_s"],
+                "baseline_p95_s": alone[key]["p95_s"],
+                "ratio_p50": round(loaded[key]["p50_s"] / max(alone[key]["p50_s"], 1e-3), 2),
+                **({"target": "p95 < 1 s"} if key == "to_first_status" else {}),
+            }
+        )
+    out.append({"suite": "scale", "name": "scale (see bench/scale.py)", "result": data})
+    return out
 
 
 # -- reporting --------------------------------------------------------------------------------
@@ -671,6 +788,16 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
             ]
             lines += [f"- {k}: {v:.2f}" for k, v in f["phases"].items()]
+        if "result" in f and f["suite"] == "scale":
+            r, b = f["result"], f["result"]["burst"]
+            lines.append(
+                f"- scale: {b['environments']} environments at once on {r['simulated_nodes']} "
+                f"simulated nodes, all Ready in {b['all_ready_s']} s "
+                f"({b['environments_per_s']}/s); operator peak {b['operator_peak_mb']} MB "
+                f"(idle {r['operator_idle_mb']} MB, {b['operator_mb_after']} MB after); "
+                f"{b['operator_requests_per_environment']} API requests per environment, "
+                f"{b['idle_requests_per_environment_per_minute']} per environment per idle minute"
+            )
         if f.get("operator_rss_mb") is not None:
             lines.append(
                 f"- {f['name']}: operator CPU {f['operator_cpu_s']} s, "
@@ -692,7 +819,7 @@ def machine() -> str:
     return f"{platform.machine()}, {cores} cores, {mem} GiB, Python {platform.python_version()}"
 
 
-SUITES = ("ready", "pytest", "concurrency", "portforward")
+SUITES = ("ready", "pytest", "concurrency", "portforward", "scale")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -702,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     args = parser.parse_args(argv)
+    # A stopped run still cleans up (its finally blocks delete what it made).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rounds = 2 if args.quick else args.rounds
     chosen = [s for s in args.only.split(",") if s]
     unknown = set(chosen) - set(SUITES)
@@ -717,6 +846,8 @@ def main(argv: list[str] | None = None) -> int:
         figures += bench_concurrency([1, 3] if args.quick else [1, 5, 10, 20], tag)
     if "portforward" in chosen:
         figures += bench_portforward(rounds)
+    if "scale" in chosen:
+        figures += bench_scale(args.quick)
     results = {
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": machine(),

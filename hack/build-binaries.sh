@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the pinned upstream components from the Go module proxy into the
 # version-keyed cache. Idempotent: a component already built is skipped.
-#   hack/build-binaries.sh [kubernetes|etcd|coredns|helm|kube-network-policies|actionlint|all]
+#   hack/build-binaries.sh [kubernetes|etcd|coredns|helm|kube-network-policies|actionlint|kwok|all]
+# (all: what the cluster and the tests need; kwok only for bench/scale.py)
 source "$(dirname "$0")/lib/common.sh"
 
 KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet)
@@ -181,6 +182,21 @@ build_kube_network_policies() {
   echo "$stamp" >"$KNP_BIN/.stamp"
 }
 
+# kwok (simulated nodes and pods) and kwokctl (a throwaway control plane from our own
+# Kubernetes and etcd builds), for bench/scale.py.
+build_kwok() {
+  local logfile="$BUILD_LOG_DIR/kwok-$KWOK_VERSION.log" dir="$CACHE_DIR/src/kwok-$KWOK_VERSION"
+  if [[ -x "$KWOK_BIN/kwok" && -x "$KWOK_BIN/kwokctl" ]]; then ok "kwok $KWOK_VERSION: cached"; return; fi
+  mkdir -p "$dir" "$KWOK_BIN"
+  printf 'module testenv.dev/hack/kwok-build\n\ngo 1.24\n\nrequire sigs.k8s.io/kwok %s\n\ntool (\n\tsigs.k8s.io/kwok/cmd/kwok\n\tsigs.k8s.io/kwok/cmd/kwokctl\n)\n' "$KWOK_VERSION" >"$dir/go.mod"
+  go_step "kwok $KWOK_VERSION (resolve)" "$logfile" env -C "$dir" go mod tidy
+  local c
+  for c in kwok kwokctl; do
+    go_step "$c $KWOK_VERSION" "$logfile" env -C "$dir" CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" -o "$KWOK_BIN/$c" "sigs.k8s.io/kwok/cmd/$c"
+  done
+}
+
 what="${1:-all}"
 case "$what" in
   kubernetes) build_kubernetes ;;
@@ -189,6 +205,7 @@ case "$what" in
   helm) build_helm ;;
   kube-network-policies) build_kube_network_policies ;;
   actionlint) build_actionlint ;;
+  kwok) build_kwok ;;
   all) build_etcd; build_kubernetes; build_coredns; build_helm; build_kube_network_policies; build_actionlint ;;
-  *) die "unknown component '$what' (kubernetes|etcd|coredns|helm|kube-network-policies|actionlint|all)" ;;
+  *) die "unknown component '$what' (kubernetes|etcd|coredns|helm|kube-network-policies|actionlint|kwok|all)" ;;
 esac

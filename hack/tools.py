@@ -33,6 +33,13 @@ def pinned_path(tool: str) -> Path:
         "kubectl": cache_dir() / f"bin/kubernetes-{v['KUBE_VERSION']}/kubectl",
         "helm": cache_dir() / f"bin/helm-{v['HELM_VERSION']}/helm",
         "actionlint": cache_dir() / f"bin/actionlint-{v['ACTIONLINT_VERSION']}/actionlint",
+        "kwok": cache_dir() / f"bin/kwok-{v['KWOK_VERSION']}/kwok",
+        "kwokctl": cache_dir() / f"bin/kwok-{v['KWOK_VERSION']}/kwokctl",
+        "kube-apiserver": cache_dir() / f"bin/kubernetes-{v['KUBE_VERSION']}/kube-apiserver",
+        "kube-controller-manager": cache_dir()
+        / f"bin/kubernetes-{v['KUBE_VERSION']}/kube-controller-manager",
+        "kube-scheduler": cache_dir() / f"bin/kubernetes-{v['KUBE_VERSION']}/kube-scheduler",
+        "etcd": cache_dir() / f"bin/etcd-{v['ETCD_VERSION']}/etcd",
     }[tool]
 
 

@@ -94,8 +94,17 @@ class IndexReads:
         ]
 
 
-def index_entry(key: str | None, body: Mapping[str, Any]) -> dict[str, Obj] | None:
-    """What a kopf index function returns for one object: ``{key: plain copy}``."""
+def index_entry(
+    key: str | None, body: Mapping[str, Any], *, managed_fields: bool = False
+) -> dict[str, Obj] | None:
+    """What a kopf index function returns for one object: ``{key: plain copy}``, without
+    ``metadata.managedFields`` unless asked (nothing reads a child's; they are most of a
+    pod's size, and an index holds every object of its kind: bench/scale.py)."""
     if not key:
         return None
-    return {key: {k: body[k] for k in body}}
+    copy = {k: body[k] for k in body}
+    if not managed_fields:
+        meta = dict(copy.get("metadata") or {})
+        meta.pop("managedFields", None)
+        copy["metadata"] = meta
+    return {key: copy}

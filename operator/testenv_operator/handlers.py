@@ -92,7 +92,8 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 # -- indexes: the watch cache the reconciler reads (testenv_operator.cache) -----------------
 @kopf.index(GROUP, VERSION, PLURAL)
 def environments_by_name(name: str, body: Any, **_: Any) -> Any:
-    return index_entry(name, body)
+    # managedFields kept: the lease's renewal time is read from them (expiry.py).
+    return index_entry(name, body, managed_fields=True)
 
 
 @kopf.index(GROUP, VERSION, POOL_PLURAL)
@@ -139,7 +140,7 @@ def configmaps_by_environment(labels: Mapping[str, str], body: Any, **_: Any) ->
 async def startup(settings: Any, **kwargs: Any) -> None:
     ours = Settings()
     configure(settings, ours)
-    kube = await Kube.connect()
+    kube = await Kube.connect(ours.api_concurrency)
     # kwargs holds the indexes above (kopf passes every index to every handler).
     reads = IndexReads(kwargs, fallback=ApiReads(kube))
     _state["reconciler"] = Reconciler(kube, ours, post_event, reads=reads)

@@ -6,6 +6,7 @@ patch, pod logs. Objects are plain dicts; the kinds the operator touches are in 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -99,17 +100,24 @@ def _path(kind: Kind, name: str | None, namespace: str | None, sub: str | None =
     return "/".join(parts)
 
 
+#: Requests in flight at once. httpx's connection pool matches every queued request against
+#: every connection each time one completes: with hundreds queued (a burst of environments)
+#: that took most of the operator's CPU (bench/scale.py). Above this, requests wait here.
+MAX_CONCURRENT_REQUESTS = 16
+
+
 class Kube:
     """KubeClient over a kr8s async API object (``await kr8s.asyncio.api()``)."""
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, api: Any, concurrency: int = MAX_CONCURRENT_REQUESTS) -> None:
         self._api = api
+        self._slots = asyncio.Semaphore(concurrency)
 
     @classmethod
-    async def connect(cls) -> Kube:
+    async def connect(cls, concurrency: int = MAX_CONCURRENT_REQUESTS) -> Kube:
         import kr8s.asyncio
 
-        return cls(await kr8s.asyncio.api())
+        return cls(await kr8s.asyncio.api(), concurrency)
 
     async def _request(
         self,
@@ -129,9 +137,12 @@ class Kube:
             kwargs["headers"] = {"Content-Type": content_type}
         base, _, rest = path.lstrip("/").partition("/")
         try:
-            async with self._api.call_api(
-                method, base="/" + base, version="", url=rest, **kwargs
-            ) as response:
+            async with (
+                self._slots,
+                self._api.call_api(
+                    method, base="/" + base, version="", url=rest, **kwargs
+                ) as response,
+            ):
                 return response.text if text else response.json()
         except ServerError as exc:
             code = exc.response.status_code if exc.response is not None else 0

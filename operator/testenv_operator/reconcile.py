@@ -675,7 +675,17 @@ class Reconciler:
                 await self._apply_or_fail(env, state)
             result = await self._refresh_or_fail(env, state)
             names = {m.split("/", 1)[1] for m in result.missing}
-            # Start what became startable at once; recreate what vanished once reads settled.
+            # Start what became startable at once; recreate what vanished once reads settled
+            # and the API confirms it (a busy operator's watch cache lags: re-applying
+            # everything on its word made a burst of environments slower still).
+            if (
+                result.missing
+                and state.applied_generation is not None
+                and names <= state.started
+                and self._settled(state)
+            ):
+                result.missing = await self._confirmed_missing(env, result.missing)
+                names = {m.split("/", 1)[1] for m in result.missing}
             if (
                 result.missing
                 and state.applied_generation is not None
@@ -700,6 +710,13 @@ class Reconciler:
                     return None
                 result = await self._refresh_or_fail(self.environment(fresh), state)
             return result
+
+    async def _confirmed_missing(self, env: Environment, missing: list[str]) -> list[str]:
+        """Those of ``missing`` (``Kind/name``) that the API server does not have either."""
+        found = await asyncio.gather(
+            *(self.kube.get(m.split("/", 1)[0], m.split("/", 1)[1], env.namespace) for m in missing)
+        )
+        return [m for m, obj in zip(missing, found, strict=True) if obj is None]
 
     def _settled(self, state: EnvState) -> bool:
         """Whether the reads can be trusted to show what was applied: a watch cache shows a

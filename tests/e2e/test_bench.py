@@ -28,7 +28,13 @@ def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     results = json.loads((tmp_path / "results.json").read_text())
     figures = results["figures"]
-    assert {f["suite"] for f in figures} == {"ready", "pytest", "concurrency", "portforward"}
+    assert {f["suite"] for f in figures} == {
+        "ready",
+        "pytest",
+        "concurrency",
+        "portforward",
+        "scale",
+    }
     compared = [f for f in figures if "baseline" in f]
     names = {f["name"] for f in compared}
     assert {
@@ -37,6 +43,8 @@ def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path
         "helm install --wait",
         "claimed session, start to exit",
         "3 environments at once",
+        "kubetest session, start to exit",
+        "one change with 10 environments present: creation to Ready",
     } <= names
     for figure in compared:
         assert figure["rounds"] >= 1 and figure["p50_s"] > 0 and figure["baseline_p50_s"] > 0
@@ -44,6 +52,9 @@ def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path
             figure["p50_s"] / figure["baseline_p50_s"], rel=0.05, abs=0.01
         )
         assert figure["best_s"] <= figure["p50_s"] <= figure["p95_s"] <= figure["worst_s"]
+    scale = next(f["result"] for f in figures if f["suite"] == "scale" and "result" in f)
+    assert scale["burst"]["operator_peak_mb"] > 0
+    assert scale["burst"]["operator_requests_per_environment"] > 0
     phases = next(f["phases"] for f in figures if "phases" in f)
     assert {"namespaceCreated", "ready"} <= set(phases)
     table = (tmp_path / "results.md").read_text()

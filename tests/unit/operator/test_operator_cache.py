@@ -62,7 +62,7 @@ class Indexes(dict[str, Any]):
                 if kind in ("TestEnvironment", "Namespace")
                 else labels.get("testenv.dev/environment")
             )
-            entry = index_entry(key, obj)
+            entry = index_entry(key, obj, managed_fields=kind == "TestEnvironment")
             for k, v in (entry or {}).items():
                 by_kind.setdefault(kind, {}).setdefault(k, []).append(v)
         self.clear()
@@ -155,3 +155,24 @@ def test_watches_are_filtered_by_label_on_the_server() -> None:
             plural=plural,
         )
         assert list(settings.watching.label_selectors.collect(res)) == [MANAGED_SELECTOR], api
+
+
+def test_index_entries_drop_managed_fields_except_where_read() -> None:
+    """A child's managedFields are never read (and are most of a pod's size); an
+    environment's are: the lease's renewal time comes from them."""
+    body = {
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": {"a": "b"}, "managedFields": [{"manager": "x"}]},
+        "status": {"phase": "Running"},
+    }
+    entry = index_entry("env", body)
+    assert entry == {
+        "env": {
+            "kind": "Pod",
+            "metadata": {"name": "p", "labels": {"a": "b"}},
+            "status": body["status"],
+        }
+    }
+    assert body["metadata"]["managedFields"]  # the watched object itself is untouched
+    kept = index_entry("env", body, managed_fields=True)
+    assert kept is not None and kept["env"]["metadata"]["managedFields"] == [{"manager": "x"}]
