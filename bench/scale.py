@@ -298,7 +298,8 @@ class PeakMemory:
 class Watch:
     """When each environment of a batch was first seen, first seen with a phase (the
     operator's first reaction), and first seen Ready: ``kubectl get --watch`` lines, timed
-    as they arrive (millisecond resolution; the API's timestamps have whole seconds)."""
+    as they arrive (millisecond resolution; the API's timestamps have whole seconds). A
+    watch the server ends is started again (it lists the batch first: nothing is missed)."""
 
     FORMAT = '{.metadata.name} {.status.phase}{"\\n"}'
 
@@ -306,55 +307,64 @@ class Watch:
         self.seen: dict[str, float] = {}
         self.reacted: dict[str, float] = {}
         self.ready: dict[str, float] = {}
-        self.all_ready = threading.Event()
-        self.expected = 0
-        self._proc = subprocess.Popen(
-            [
-                KUBECTL,
-                "--kubeconfig",
-                str(cluster.kubeconfig),
-                "get",
-                "testenvironments",
-                "-l",
-                f"bench-batch={batch}",
-                "--watch",
-                "-o",
-                f"jsonpath={self.FORMAT}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        self._thread = threading.Thread(target=self._read, daemon=True)
+        self.errors: list[str] = []
+        self._args = [
+            KUBECTL,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "get",
+            "testenvironments",
+            "-l",
+            f"bench-batch={batch}",
+            "--watch",
+            "-o",
+            f"jsonpath={self.FORMAT}",
+        ]
+        self._changed = threading.Condition()
+        self._stopped = False
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            now = time.monotonic()
-            name, _, phase = line.strip().partition(" ")
-            if not name:
-                continue
+    def _run(self) -> None:
+        while not self._stopped:
+            self._proc = subprocess.Popen(
+                self._args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            assert self._proc.stdout is not None
+            for line in self._proc.stdout:
+                self._record(line)
+            err = self._proc.stderr.read() if self._proc.stderr else ""
+            if err.strip() and not self._stopped:
+                self.errors.append(err.strip()[-500:])
+
+    def _record(self, line: str) -> None:
+        now = time.monotonic()
+        name, _, phase = line.strip().partition(" ")
+        if not name:
+            return
+        with self._changed:
             self.seen.setdefault(name, now)
             if phase:
                 self.reacted.setdefault(name, now)
             if phase == "Ready":
                 self.ready.setdefault(name, now)
-                if self.expected and len(self.ready) >= self.expected:
-                    self.all_ready.set()
+            self._changed.notify_all()
 
     def wait(self, count: int, timeout: float) -> None:
-        self.expected = count
-        if len(self.ready) >= count:
-            return
-        if not self.all_ready.wait(timeout):
-            raise RuntimeError(
-                f"only {len(self.ready)}/{count} environments Ready after {timeout:.0f}s"
-            )
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.ready) >= count, timeout):
+                raise RuntimeError(
+                    f"only {len(self.ready)}/{count} environments Ready after {timeout:.0f}s "
+                    f"(watch errors: {self.errors[-3:]})"
+                )
 
     def stop(self) -> None:
-        self._proc.terminate()
-        self._proc.wait(10)
+        self._stopped = True
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+        self._thread.join(10)
 
     def latencies(self) -> tuple[list[float], list[float]]:
         """Seconds from first seen to the operator's first status, and to Ready."""

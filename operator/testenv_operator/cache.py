@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Protocol
 
-from testenv.api import ENVIRONMENT_LABEL
+from testenv.api import ENVIRONMENT_LABEL, LEASE_RENEWED_ANNOTATION
 from testenv_operator.kube import KubeClient
 
 Obj = Mapping[str, Any]
@@ -94,17 +94,55 @@ class IndexReads:
         ]
 
 
+#: What the operator reads of each kind it indexes: everything else (a pod's spec, a
+#: Deployment's template, every object's managedFields) is left out of the indexes, which
+#: hold every object of their kind (bench/scale.py: the operator's memory at 500 environments).
+KEPT: dict[str, tuple[str, ...]] = {
+    "Pod": ("metadata", "status"),
+    "Deployment": ("metadata", "spec", "status"),  # spec: its replicas only
+    "Job": ("metadata", "status"),
+    "Service": ("metadata",),
+    "ConfigMap": ("metadata", "data"),
+    "Namespace": ("metadata", "status"),
+    "PoolMember": ("metadata", "status"),
+}
+
+
+def _lease_entries(managed: Any) -> list[Obj]:
+    """Of ``metadata.managedFields``, what expiry reads: the entries that own the lease
+    annotation, reduced to their time and that one field."""
+    key = f"f:{LEASE_RENEWED_ANNOTATION}"
+    return [
+        {
+            "manager": entry.get("manager"),
+            "time": entry.get("time"),
+            "fieldsV1": {"f:metadata": {"f:annotations": {key: {}}}},
+        }
+        for entry in managed or []
+        if key
+        in (((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {})
+    ]
+
+
 def index_entry(
-    key: str | None, body: Mapping[str, Any], *, managed_fields: bool = False
+    key: str | None,
+    body: Mapping[str, Any],
+    *,
+    keep: tuple[str, ...] | None = None,
+    lease_fields: bool = False,
 ) -> dict[str, Obj] | None:
-    """What a kopf index function returns for one object: ``{key: plain copy}``, without
-    ``metadata.managedFields`` unless asked (nothing reads a child's; they are most of a
-    pod's size, and an index holds every object of its kind: bench/scale.py)."""
+    """What a kopf index function returns for one object: ``{key: plain copy}`` of the
+    top-level fields in ``keep`` (all when None), without ``metadata.managedFields`` (with
+    ``lease_fields``: only the entries owning the lease annotation, which expiry reads)."""
     if not key:
         return None
-    copy = {k: body[k] for k in body}
-    if not managed_fields:
-        meta = dict(copy.get("metadata") or {})
-        meta.pop("managedFields", None)
-        copy["metadata"] = meta
+    copy = {k: body[k] for k in body if keep is None or k in keep or k in ("apiVersion", "kind")}
+    meta = dict(copy.get("metadata") or {})
+    managed = meta.pop("managedFields", None)
+    if lease_fields:
+        meta["managedFields"] = _lease_entries(managed)
+    copy["metadata"] = meta
+    if keep is not None and "spec" in copy and copy.get("kind") == "Deployment":
+        replicas = (body.get("spec") or {}).get("replicas")
+        copy["spec"] = {} if replicas is None else {"replicas": replicas}
     return {key: copy}

@@ -24,7 +24,7 @@ from testenv.api import (
     POOL_PLURAL,
     VERSION,
 )
-from testenv_operator.cache import ApiReads, IndexReads, index_entry
+from testenv_operator.cache import KEPT, ApiReads, IndexReads, index_entry
 from testenv_operator.kube import Kube, KubeError
 from testenv_operator.pool import PoolKeeper, PoolReads
 from testenv_operator.reconcile import InvalidSpec, Reconciler
@@ -92,8 +92,8 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 # -- indexes: the watch cache the reconciler reads (testenv_operator.cache) -----------------
 @kopf.index(GROUP, VERSION, PLURAL)
 def environments_by_name(name: str, body: Any, **_: Any) -> Any:
-    # managedFields kept: the lease's renewal time is read from them (expiry.py).
-    return index_entry(name, body, managed_fields=True)
+    # The managedFields that own the lease annotation: its renewal time (expiry.py).
+    return index_entry(name, body, lease_fields=True)
 
 
 @kopf.index(GROUP, VERSION, POOL_PLURAL)
@@ -103,37 +103,37 @@ def pools_by_name(name: str, body: Any, **_: Any) -> Any:
 
 @kopf.index(GROUP, VERSION, PLURAL, labels={POOL_LABEL: kopf.PRESENT})
 def pool_members(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-    return index_entry(labels.get(POOL_LABEL), body)
+    return index_entry(labels.get(POOL_LABEL), body, keep=KEPT["PoolMember"])
 
 
 @kopf.index("v1", "namespaces", labels=MANAGED)
 def namespaces_by_name(name: str, body: Any, **_: Any) -> Any:
-    return index_entry(name, body)
+    return index_entry(name, body, keep=KEPT["Namespace"])
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
 def deployments_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Deployment"])
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
 def jobs_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Job"])
 
 
 @kopf.index("v1", "pods", labels=MANAGED)
 def pods_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Pod"])
 
 
 @kopf.index("v1", "services", labels=MANAGED)
 def services_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Service"])
 
 
 @kopf.index("v1", "configmaps", labels=MANAGED)
 def configmaps_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-    return index_entry(labels.get(ENVIRONMENT_LABEL), body)
+    return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["ConfigMap"])
 
 
 @kopf.on.startup()

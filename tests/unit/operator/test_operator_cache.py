@@ -16,11 +16,13 @@ from test_operator_reconcile import Clock, body, make_ready
 from testenv_operator.cache import (
     CHILD_INDEXES,
     ENVIRONMENT_INDEX,
+    KEPT,
     NAMESPACE_INDEX,
     ApiReads,
     IndexReads,
     index_entry,
 )
+from testenv_operator.expiry import lease_renewed_at
 from testenv_operator.handlers import CHILD_RESOURCES, MANAGED_SELECTOR, configure
 from testenv_operator.reconcile import Reconciler
 from testenv_operator.settings import Settings
@@ -62,7 +64,9 @@ class Indexes(dict[str, Any]):
                 if kind in ("TestEnvironment", "Namespace")
                 else labels.get("testenv.dev/environment")
             )
-            entry = index_entry(key, obj, managed_fields=kind == "TestEnvironment")
+            entry = index_entry(
+                key, obj, keep=KEPT.get(kind), lease_fields=kind == "TestEnvironment"
+            )
             for k, v in (entry or {}).items():
                 by_kind.setdefault(kind, {}).setdefault(k, []).append(v)
         self.clear()
@@ -157,15 +161,15 @@ def test_watches_are_filtered_by_label_on_the_server() -> None:
         assert list(settings.watching.label_selectors.collect(res)) == [MANAGED_SELECTOR], api
 
 
-def test_index_entries_drop_managed_fields_except_where_read() -> None:
-    """A child's managedFields are never read (and are most of a pod's size); an
-    environment's are: the lease's renewal time comes from them."""
+def test_index_entries_keep_only_what_is_read() -> None:
+    """A child's managedFields and a pod's spec are never read (and are most of their size);
+    of an environment's managedFields, the lease's renewal time is."""
     body = {
         "kind": "Pod",
         "metadata": {"name": "p", "labels": {"a": "b"}, "managedFields": [{"manager": "x"}]},
         "status": {"phase": "Running"},
     }
-    entry = index_entry("env", body)
+    entry = index_entry("env", {**body, "spec": {"containers": []}}, keep=KEPT["Pod"])
     assert entry == {
         "env": {
             "kind": "Pod",
@@ -174,5 +178,23 @@ def test_index_entries_drop_managed_fields_except_where_read() -> None:
         }
     }
     assert body["metadata"]["managedFields"]  # the watched object itself is untouched
-    kept = index_entry("env", body, managed_fields=True)
-    assert kept is not None and kept["env"]["metadata"]["managedFields"] == [{"manager": "x"}]
+    deployment = {"kind": "Deployment", "metadata": {}, "spec": {"replicas": 2, "template": {}}}
+    slim = index_entry("env", deployment, keep=KEPT["Deployment"])
+    assert slim is not None and slim["env"]["spec"] == {"replicas": 2}
+    lease = "testenv.dev/lease-renewed-at"
+    renewal = {
+        "manager": "kr8s",
+        "operation": "Update",
+        "time": "2026-01-01T00:00:05Z",
+        "fieldsV1": {"f:metadata": {"f:annotations": {f"f:{lease}": {}}}, "f:spec": {}},
+    }
+    env = {
+        "kind": "TestEnvironment",
+        "metadata": {"name": "e", "managedFields": [{"manager": "kubectl", "time": "x"}, renewal]},
+        "spec": {},
+    }
+    kept = index_entry("e", env, lease_fields=True)
+    assert kept is not None
+    meta = kept["e"]["metadata"]
+    assert lease_renewed_at(meta) == lease_renewed_at(env["metadata"]) is not None
+    assert len(meta["managedFields"]) == 1
