@@ -1,11 +1,12 @@
 """Scale: hundreds of TestEnvironments on simulated nodes, with the operator under load.
 
 A throwaway control plane (kwokctl, ``--runtime binary``, from the project's own Kubernetes
-and etcd builds) with kwok's simulated nodes: pods are scheduled and turn Ready without
-containers, so what is measured is the operator and the API server, not this machine's
-ability to run 1500 Python processes. The operator runs as a local process under the chart's
-RBAC (its service account's token), so that its memory is its process's and its API requests
-are counted exactly (an API Priority and Fairness FlowSchema that matches only its account).
+and etcd builds, client rate limits raised) with kwok's simulated nodes: pods are scheduled and
+turn Ready without containers, so what is measured is the operator and the API server, not
+this machine's ability to run 1500 Python processes. The operator runs as a local process
+(in a virtualenv with what its image installs) under the chart's RBAC (its service account's
+token), so that its memory is its process's and its API requests are counted exactly (an API
+Priority and Fairness FlowSchema that matches only its account).
 
 In one run: (1) probes, environments created one at a time with nothing else there: seconds
 from creation to the operator's first status (its reaction) and to Ready, from a watch;
@@ -15,13 +16,14 @@ probes with the N present: the ratio to (1) is what managing N environments cost
 
     python bench/scale.py [--environments 500] [--probes 20] [--json FILE]
 
-Needs ``bash hack/build-binaries.sh kwok`` (done by ``make bench-scale``).
+Needs kwok and kwokctl: ``make tools`` builds them (``bash hack/build-binaries.sh kwok``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -42,7 +44,7 @@ import yaml
 from _common import ROOT, kubectl_path
 
 sys.path.insert(0, str(ROOT / "hack"))
-from tools import pinned_path
+from tools import cache_dir, pinned_path
 
 from testenv.api import REFERENCE_IMAGE_TAG
 
@@ -129,6 +131,15 @@ def control_plane(workdir: Path) -> Iterator[Cluster]:
             # API server answers 500 once it is full).
             "--extra-args",
             "kube-apiserver=service-cluster-ip-range=10.96.0.0/16",
+            # The controller-manager's and the scheduler's client limits (20/s) would be what
+            # a burst measures (not --disable-qps-limits: it turns off API Priority and
+            # Fairness too, which counts the operator's requests; and one extra argument per
+            # component: kwokctl v0.7.0 panics on a second).
+            *(
+                x
+                for component in ("kube-controller-manager", "kube-scheduler")
+                for x in ("--extra-args", f"{component}=kube-api-qps=1000")
+            ),
             *(x for k, v in binaries.items() for x in (k, str(v))),
             env=env,
         )
@@ -235,6 +246,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def operator_python() -> Path:
+    """A virtualenv with what the operator's image installs (the locked versions of the
+    ``operator`` extra, no dev tools): the development venv also holds the official
+    ``kubernetes`` client, which kopf then imports and keeps (about 10 MB more)."""
+    lock = (ROOT / "uv.lock").read_bytes()
+    venv = cache_dir() / "bench" / f"operator-{hashlib.sha256(lock).hexdigest()[:12]}"
+    python = venv / "bin" / "python"
+    if python.exists():
+        return python
+    uv = str(ROOT / ".venv" / "bin" / "uv")
+    with tempfile.TemporaryDirectory() as tmp:
+        requirements = Path(tmp) / "requirements.txt"
+        run(
+            uv,
+            "export",
+            "--project",
+            str(ROOT),
+            "--frozen",
+            "--no-hashes",
+            "--no-emit-project",
+            "--extra",
+            "operator",
+            "--no-dev",
+            "--output-file",
+            str(requirements),
+        )
+        run(uv, "venv", "-q", "-p", "python3.11", str(venv))
+        venv_env = {"VIRTUAL_ENV": str(venv)}
+        run(uv, "pip", "install", "-q", "-r", str(requirements), env=venv_env)
+        # Editable: the operator's code is this checkout's, whatever it is when run.
+        run(uv, "pip", "install", "-q", "--no-deps", "-e", str(ROOT), env=venv_env)
+    return python
+
+
 @contextmanager
 def operator(kubeconfig: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     ns, sa = OPERATOR_SA
@@ -244,10 +289,11 @@ def operator(kubeconfig: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
         "TESTENV_IDENTITY": f"system:serviceaccount:{ns}:{sa}",
         "TESTENV_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
         "TESTENV_LOG_LEVEL": "WARNING",
+        "MALLOC_ARENA_MAX": "2",  # as the chart's Deployment sets it
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "testenv_operator"],
+            [str(operator_python()), "-m", "testenv_operator"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -90,49 +90,51 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- indexes: the watch cache the reconciler reads (testenv_operator.cache) -----------------
+# Coroutines, not functions: kopf runs a sync handler in a thread pool, a thread hop per watch
+# event (and the copies then live in that thread's malloc arena).
 @kopf.index(GROUP, VERSION, PLURAL)
-def environments_by_name(name: str, body: Any, **_: Any) -> Any:
+async def environments_by_name(name: str, body: Any, **_: Any) -> Any:
     # The managedFields that own the lease annotation: its renewal time (expiry.py).
     return index_entry(name, body, lease_fields=True)
 
 
 @kopf.index(GROUP, VERSION, POOL_PLURAL)
-def pools_by_name(name: str, body: Any, **_: Any) -> Any:
+async def pools_by_name(name: str, body: Any, **_: Any) -> Any:
     return index_entry(name, body)
 
 
 @kopf.index(GROUP, VERSION, PLURAL, labels={POOL_LABEL: kopf.PRESENT})
-def pool_members(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+async def pool_members(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
     return index_entry(labels.get(POOL_LABEL), body, keep=KEPT["PoolMember"])
 
 
 @kopf.index("v1", "namespaces", labels=MANAGED)
-def namespaces_by_name(name: str, body: Any, **_: Any) -> Any:
+async def namespaces_by_name(name: str, body: Any, **_: Any) -> Any:
     return index_entry(name, body, keep=KEPT["Namespace"])
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def deployments_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+async def deployments_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
     return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Deployment"])
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
-def jobs_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+async def jobs_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
     return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Job"])
 
 
 @kopf.index("v1", "pods", labels=MANAGED)
-def pods_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+async def pods_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
     return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Pod"])
 
 
 @kopf.index("v1", "services", labels=MANAGED)
-def services_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+async def services_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
     return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Service"])
 
 
 @kopf.index("v1", "configmaps", labels=MANAGED)
-def configmaps_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
+async def configmaps_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
     return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["ConfigMap"])
 
 

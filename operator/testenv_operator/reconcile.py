@@ -185,6 +185,7 @@ class Reconciler:
         self.post = post
         self.clock = clock
         self.states: dict[str, EnvState] = {}
+        self._applying = asyncio.Semaphore(settings.apply_concurrency)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -235,7 +236,13 @@ class Reconciler:
     async def apply(self, env: Environment, state: EnvState) -> bool:
         """Apply every object; False (and nothing applied) on a namespace conflict, or while
         the namespace is being deleted (``reapply`` stays set: the namespace's DELETED event
-        wakes the monitor, which then recreates everything)."""
+        wakes the monitor, which then recreates everything). A few environments at a time:
+        in a burst, the others wait their turn instead of all holding their rendered objects
+        and waiting for the same API requests (bench/scale.py: memory and fairness)."""
+        async with self._applying:
+            return await self._apply(env, state)
+
+    async def _apply(self, env: Environment, state: EnvState) -> bool:
         ns, conflict = await self.namespace_conflict(env)
         if conflict:
             return False

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     identity: str | None = None
     # Most unclaimed pool environments at once, over all pools (a claimed one no longer counts).
     max_pooled_environments: int = Field(100, ge=0)
+    # Environments whose objects are applied at once (the others wait: see reconcile.py).
+    apply_concurrency: int = Field(8, ge=1, le=256)
     # Requests to the API server in flight at once (more wait in the operator: see kube.py).
     api_concurrency: int = Field(16, ge=1, le=256)
     # Re-check every pool at least this often, even without events (seconds).
