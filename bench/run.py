@@ -65,8 +65,8 @@ WAIT = "300s"
 # -- the workload, four ways ------------------------------------------------------------------
 
 
-def web_spec(tag: str) -> dict[str, Any]:
-    """The product's spec: SERVICES web servers (``tag`` makes it this run's own)."""
+def web_spec(tag: str, services: int = SERVICES) -> dict[str, Any]:
+    """The product's spec: ``services`` web servers (``tag`` makes it this run's own)."""
     return {
         "ttl": "30m",
         "services": [
@@ -78,7 +78,7 @@ def web_spec(tag: str) -> dict[str, Any]:
                 "probe": {"tcp": {}},
                 "env": [{"name": "BENCH_RUN", "value": tag}],
             }
-            for i in range(SERVICES)
+            for i in range(services)
         ],
     }
 
@@ -102,7 +102,7 @@ def floor_pods(namespace: str, count: int = SERVICES) -> list[dict[str, Any]]:
             "metadata": {"name": f"web{i}", "namespace": namespace, "labels": {"bench": "floor"}},
             "spec": {
                 "automountServiceAccountToken": False,
-                "containers": [_container(i % SERVICES)],
+                "containers": [{**_container(i % SERVICES), "name": "web"}],
             },
         }
         for i in range(count)
@@ -359,16 +359,30 @@ def bench_ready(rounds: int, tag: str) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp, pool(spec, size=2) as pool_name:
         chart = helm_chart(Path(tmp))
         kubetest_peer.write_session(Path(tmp) / "kubetest", deployments(None))
-        for i in range(rounds):
-            series["floor"].append(round_floor())
-            series["kubectl"].append(round_kubectl())
-            series["helm"].append(round_helm(chart))
-            series["kubetest"].append(kubetest_peer.session(peer, Path(tmp) / "kubetest")[2])
+        kubetest_dir = Path(tmp) / "kubetest"
+
+        def product() -> float:
             took, status = round_product(spec)
-            series["product"].append(took)
             statuses.append(status)
+            return took
+
+        def claim() -> float:
             wait_pool_ready(pool_name, 2)
-            series["claim"].append(round_claim(spec))
+            return round_claim(spec)
+
+        steps: list[tuple[str, Callable[[], float]]] = [
+            ("floor", round_floor),
+            ("kubectl", round_kubectl),
+            ("helm", lambda: round_helm(chart)),
+            ("kubetest", lambda: kubetest_peer.session(peer, kubetest_dir)[2]),
+            ("product", product),
+            ("claim", claim),
+        ]
+        for i in range(rounds):
+            # A different one goes first each round: whatever the previous round left being
+            # deleted slows the next step, and must not always slow the same one.
+            for key, step in steps[i % len(steps) :] + steps[: i % len(steps)]:
+                series[key].append(step())
             print(
                 f"ready round {i + 1}/{rounds}: "
                 + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in series.items()),
@@ -602,20 +616,21 @@ def round_concurrent_product(n: int, spec: dict[str, Any]) -> float:
 
 
 def bench_concurrency(levels: list[int], tag: str) -> list[dict[str, Any]]:
-    spec = web_spec(tag + "-conc")
+    """N one-service environments at once against N bare pods at once (the same pods)."""
+    spec = web_spec(tag + "-conc", services=1)
     pid = operator_process()
     out = []
     for n in levels:
-        floor = round_floor(n * SERVICES)
+        floor = round_floor(n)
         cpu0, _ = cpu_and_rss(pid)
         product = round_concurrent_product(n, spec)
         cpu1, rss = cpu_and_rss(pid)
         print(f"concurrency {n}: floor {floor:.2f}s  testenv {product:.2f}s", flush=True)
         entry = figure(
             "concurrency",
-            f"{n} environments at once",
+            f"{n} one-service environments at once",
             [product],
-            f"{n * SERVICES} floor pods at once",
+            f"{n} floor pods at once",
             [floor],
             target="≤ 1.2x floor at 20",
         )

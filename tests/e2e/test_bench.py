@@ -42,7 +42,7 @@ def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path
         "testenv: claim from a warm pool",
         "helm install --wait",
         "claimed session, start to exit",
-        "3 environments at once",
+        "3 one-service environments at once",
         "kubetest session, start to exit",
         "one change with 10 environments present: creation to Ready",
     } <= names
