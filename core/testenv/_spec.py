@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from ._errors import SpecError
-from .api import TestEnvironmentSpec, spec_hash
+from .api import TestEnvironmentSpec, spec_hash, validation_problems
 
 __all__ = ["load_spec", "now_rfc3339", "spec_hash", "unique_name"]
 
@@ -31,9 +31,7 @@ def load_spec(path: Path | None) -> tuple[TestEnvironmentSpec, dict[str, str]]:
     try:
         return TestEnvironmentSpec.model_validate(data), labels
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise SpecError(f"invalid spec in {path}: {problems}") from exc
 
 

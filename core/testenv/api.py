@@ -25,7 +25,15 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP: Final = "testenv.dev"
@@ -1393,6 +1401,13 @@ class DiscoveryRecord(_Model):
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_none=False)
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field.path: problem; ...`` (``spec`` for the root)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def spec_hash(spec: TestEnvironmentSpec) -> str:

@@ -200,25 +200,37 @@ def openapi_schema() -> Schema:
     }
 
 
-def crd() -> dict[str, Any]:
-    """The CustomResourceDefinition manifest."""
+Column = tuple[str, str, str]  # name, type, JSON path
+
+
+def _crd_document(
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: tuple[str, ...],
+    columns: list[Column],
+    schema: Schema,
+) -> dict[str, Any]:
+    """A cluster-scoped CustomResourceDefinition of this group and version, with a status
+    subresource; ``columns`` for ``kubectl get`` (then Age, and Message with ``-o wide``).
+    No category: ``testenv`` is TestEnvironment's short name, and kubectl expands a
+    category named like that to every kind in it."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{PLURAL}.{GROUP}",
+            "name": f"{plural}.{GROUP}",
             "labels": {"app.kubernetes.io/name": "testenv-operator"},
         },
         "spec": {
             "group": GROUP,
             "scope": "Cluster",
             "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
-                # No category: kubectl would expand `testenv` (a short name) to all of it.
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short_names),
             },
             "versions": [
                 {
@@ -227,11 +239,8 @@ def crd() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Ready", "type": "string", "jsonPath": ".status.readyServices"},
-                        {"name": "Namespace", "type": "string", "jsonPath": ".status.namespace"},
+                        *({"name": n, "type": t, "jsonPath": j} for n, t, j in columns),
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
                         {
                             "name": "Message",
                             "type": "string",
@@ -239,11 +248,25 @@ def crd() -> dict[str, Any]:
                             "priority": 1,
                         },
                     ],
-                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "schema": {"openAPIV3Schema": schema},
                 }
             ],
         },
     }
+
+
+def crd() -> dict[str, Any]:
+    """The TestEnvironment CustomResourceDefinition."""
+    columns: list[Column] = [
+        ("Phase", "string", ".status.phase"),
+        ("Ready", "string", ".status.readyServices"),
+        ("Namespace", "string", ".status.namespace"),
+    ]
+    doc = _crd_document(KIND, PLURAL, SINGULAR, SHORT_NAMES, columns, openapi_schema())
+    # Expires after Age.
+    printer = doc["spec"]["versions"][0]["additionalPrinterColumns"]
+    printer.insert(-1, {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"})
+    return doc
 
 
 def pool_crd() -> dict[str, Any]:
@@ -264,68 +287,28 @@ def pool_crd() -> dict[str, Any]:
     spec["properties"]["template"] = template
     status = model_schema(TestEnvironmentPoolStatus, keep_defaults=False)
     status["description"] = "Counts of the pool's environments, written by the operator."
-    columns = [
+    columns: list[Column] = [
         ("Size", "integer", ".spec.size"),
         ("Max", "integer", ".spec.maxSize"),
         ("Ready", "integer", ".status.ready"),
         ("Refilling", "integer", ".status.refilling"),
         ("Claimed", "integer", ".status.claimed"),
     ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{POOL_PLURAL}.{GROUP}",
-            "labels": {"app.kubernetes.io/name": "testenv-operator"},
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Cluster",
-            "names": {
-                "kind": POOL_KIND,
-                "listKind": f"{POOL_KIND}List",
-                "plural": POOL_PLURAL,
-                "singular": POOL_SINGULAR,
-                "shortNames": list(POOL_SHORT_NAMES),
-                # No category: "testenv" is also TestEnvironment's short name, and kubectl
-                # would expand `kubectl get testenv` to the whole category.
-            },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        *({"name": n, "type": t, "jsonPath": j} for n, t, j in columns),
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {
-                            "name": "Message",
-                            "type": "string",
-                            "jsonPath": ".status.message",
-                            "priority": 1,
-                        },
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": (
-                                f"A warm pool of up to {MAX_POOL_SIZE} Ready TestEnvironments "
-                                "of one spec, for claims in well under a second."
-                            ),
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec,
-                                "status": status,
-                            },
-                        }
-                    },
-                }
-            ],
+    schema = {
+        "type": "object",
+        "description": (
+            f"A warm pool of up to {MAX_POOL_SIZE} Ready TestEnvironments "
+            "of one spec, for claims in well under a second."
+        ),
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
         },
     }
+    return _crd_document(POOL_KIND, POOL_PLURAL, POOL_SINGULAR, POOL_SHORT_NAMES, columns, schema)
 
 
 POLICY_NAME = f"{PLURAL}.{GROUP}"

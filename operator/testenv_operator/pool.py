@@ -42,6 +42,7 @@ from testenv.api import (
     TestEnvironmentPoolStatus,
     parse_duration,
     spec_hash,
+    validation_problems,
 )
 from testenv_operator.kube import Conflict, KubeClient, KubeError, NotFound
 from testenv_operator.timeutil import now, parse_time
@@ -112,9 +113,7 @@ def parse_pool(body: Obj, default_ttl: str) -> tuple[TestEnvironmentPoolSpec, st
         template.setdefault("ttl", default_ttl)
         spec = TestEnvironmentPoolSpec.model_validate({**raw, "template": template})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise InvalidPool(f"invalid pool spec: {problems}") from exc
     return spec, spec_hash(as_written.template)
 

@@ -44,6 +44,7 @@ from testenv.api import (
     TestEnvironmentSpec,
     TestEnvironmentStatus,
     parse_duration,
+    validation_problems,
 )
 from testenv_operator import diagnose, expiry, render
 from testenv_operator.cache import ApiReads, Reads
@@ -116,9 +117,7 @@ def parse_environment(body: Obj, default_ttl: str = "1h") -> Environment:
     try:
         spec = TestEnvironmentSpec.model_validate(raw)
     except ValidationError as exc:
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
-        )
+        errors = validation_problems(exc)
         raise InvalidSpec(f"invalid spec: {errors}") from exc
     created = parse_time(meta.get("creationTimestamp")) or now()
     return Environment(
