@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -45,3 +46,10 @@ def emit(result: dict[str, Any], path: Path | None) -> None:
     print(text)
     if path:
         path.write_text(text)
+
+
+def session_env() -> dict[str, str]:
+    """The environment for a timed pytest session: this one, but with bytecode caching on
+    as on a user's machine (this machine's image sets PYTHONDONTWRITEBYTECODE, which makes
+    every session recompile each module it imports, and pytest re-rewrite each plugin)."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

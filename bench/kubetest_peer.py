@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import ROOT
+from _common import ROOT, session_env
 
 #: Pinned: the versions kubetest works with (cached per version, like the other tools).
 KUBETEST = "kubetest==0.9.5"
@@ -109,6 +109,7 @@ def session(python: Path, workdir: Path) -> tuple[float, float, float]:
         text=True,
         check=False,
         stdin=subprocess.DEVNULL,
+        env=session_env(),
     )
     ended = time.time()
     if done.returncode != 0:

@@ -46,7 +46,7 @@ from typing import Any
 
 import kubetest_peer
 import yaml
-from _common import ROOT, kubectl_path
+from _common import ROOT, kubectl_path, session_env
 
 sys.path.insert(0, str(ROOT / "hack"))
 from tools import tool
@@ -464,6 +464,7 @@ def session(workdir: Path, *args: str) -> tuple[float, float, dict[str, Any]]:
         text=True,
         check=False,
         stdin=subprocess.DEVNULL,
+        env=session_env(),
     )
     ended = time.time()
     if done.returncode != 0:

@@ -209,16 +209,20 @@ class KubeEnvironment:
         """Take an environment of a warm pool with our spec, if there is one (and say so)."""
         started = time.monotonic()
         labels = {k: v for k, v in self.labels.items() if k != SPEC_HASH_LABEL}
-        got = await claim(
-            self.api,
-            self.hash,
-            identity=self.pool_identity,
-            user=self.user,
-            lease=self.spec.lease,
-            labels=labels,
+        # The pools are read alongside, only to say why none had one: no added wait.
+        got, pools = await asyncio.gather(
+            claim(
+                self.api,
+                self.hash,
+                identity=self.pool_identity,
+                user=self.user,
+                lease=self.spec.lease,
+                labels=labels,
+            ),
+            matching_pools(self.api, self.hash),
         )
         if got is None:
-            for pool, status in await matching_pools(self.api, self.hash):
+            for pool, status in pools:
                 progress(
                     f"testenv: pool {pool} has no environment to claim (ready {status.ready}, "
                     f"refilling {status.refilling}, claimed {status.claimed}); creating one"

@@ -87,9 +87,8 @@ async def connect(
     if context:
         where += f", context={context}"
     try:
-        api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
-        async with asyncio.timeout(15):
-            await api.async_version()
+        async with asyncio.timeout(15):  # creating the client reads /version: it answers
+            api = await kr8s.asyncio.api(kubeconfig=kubeconfig, context=context)
     except Exception as exc:
         raise ClusterUnreachableError(
             f"cannot reach the Kubernetes API ({where}): {type(exc).__name__}: {exc}. Check {hint}"
@@ -150,17 +149,31 @@ async def delete_environment(api: Any, name: str) -> bool:
 async def delete_and_confirm(
     api: Any, name: str, namespace: str | None, *, budget_s: float, wait_gone: bool = False
 ) -> str:
-    """Delete the environment, then wait (by watching) until it is gone and its namespace is
-    being deleted, or with ``wait_gone`` until the namespace is gone too.
+    """Delete the environment and confirm its namespace goes too; with ``wait_gone``, wait
+    (by watching) until the namespace is gone.
 
-    A terminating namespace is a deletion the cluster has committed to (its controller
-    removes every object in it): waiting for it to vanish costs seconds per session and
-    nothing more is learnt. Returns the line for the terminal summary: a confirmation, or a
-    warning naming what is still there.
+    Without ``wait_gone`` nobody waits for the garbage collector: one read of the namespace
+    confirms that it is terminating, gone, or owned by the environment (an ownerReference the
+    garbage collector acts on even while the operator is down). Only a namespace that is none
+    of these is watched until it starts terminating. Returns the line for the terminal
+    summary: a confirmation, or a warning naming what is still there.
     """
     started = time.monotonic()
     if not await delete_environment(api, name):
         return f"testenv: TestEnvironment {name} was already gone"
+    if namespace and not wait_gone:
+        state = await _namespace_state(api, namespace, owner=name)
+        took = time.monotonic() - started
+        if state == "owned":
+            return (
+                f"testenv: deleted TestEnvironment {name}; the garbage collector removes "
+                f"namespace {namespace}, its dependent ({took:.1f}s)"
+            )
+        if state in ("gone", "terminating"):
+            return (
+                f"testenv: deleted TestEnvironment {name}; namespace {namespace} is {state} "
+                f"({took:.1f}s)"
+            )
     pending = f"TestEnvironment {name}"
     ns_state = "gone"
     try:
@@ -231,6 +244,24 @@ async def object_events(obj: Any) -> AsyncGenerator[tuple[str, dict[str, Any] | 
                 if event.get("type") == "ERROR":  # 410 Gone and the like: list again
                     break
                 yield str(event.get("type")), event.get("object")
+
+
+async def _namespace_state(api: Any, namespace: str, *, owner: str) -> str:
+    """``gone``, ``terminating``, ``owned`` (an ownerReference to TestEnvironment ``owner``:
+    the garbage collector deletes it once its owner is gone) or ``kept``."""
+    async with api.call_api(
+        "GET", version="v1", url=f"namespaces/{namespace}", raise_for_status=False
+    ) as response:
+        if response.status_code == 404:
+            return "gone"
+        response.raise_for_status()
+        meta = response.json().get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return "terminating"
+    owners = meta.get("ownerReferences") or []
+    if any(o.get("kind") == KIND and o.get("name") == owner for o in owners):
+        return "owned"
+    return "kept"
 
 
 async def _wait_gone(obj: Any) -> None:

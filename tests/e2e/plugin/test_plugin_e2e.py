@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import threading
 from typing import Any
 
@@ -66,7 +67,17 @@ def wait_gone(name: str, timeout: float) -> None:
     assert done.wait(timeout), f"TestEnvironment {name} still exists after {timeout:.0f}s"
 
 
-def test_plan_tests_in_real_mode(plan_tests: str, pytester: pytest.Pytester) -> None:
+def wait_namespace_gone(kubectl: str, name: str, timeout: float) -> None:
+    done = subprocess.run(
+        [kubectl, "wait", "--for=delete", f"namespace/{name}", f"--timeout={timeout:.0f}s"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, f"namespace {name} still exists: {done.stderr}"
+
+
+def test_plan_tests_in_real_mode(plan_tests: str, pytester: pytest.Pytester, kubectl: str) -> None:
     pytester.makepyfile(test_plan=plan_tests)
     result = run(pytester, "--testenv-report=report.json")
     result.assert_outcomes(passed=2)
@@ -83,14 +94,18 @@ def test_plan_tests_in_real_mode(plan_tests: str, pytester: pytest.Pytester) -> 
     assert report["phases"].get("ready") is not None
     assert all(c["ok"] for c in report["health_check_results"].values())
     assert not (pytester.path / ".service_discovery").exists()
-    # Teardown deleted it and watched it disappear and its namespace start terminating.
+    # Teardown deleted it and, without waiting for the garbage collector, confirmed that the
+    # namespace is its dependent (or already terminating)...
     result.stdout.re_match_lines(
         [
-            rf"testenv: deleted TestEnvironment {env['name']}; namespace {env['namespace']} "
-            r"is terminating \("
+            rf"testenv: deleted TestEnvironment {env['name']}; (the garbage collector removes "
+            rf"namespace {env['namespace']}, its dependent|namespace {env['namespace']} is "
+            r"(terminating|gone)) \("
         ]
     )
     assert get_env(env["name"]) is None
+    # ... which the garbage collector then removes.
+    wait_namespace_gone(kubectl, env["namespace"], timeout=120)
 
 
 def test_plan_fixtures_in_a_user_conftest(
