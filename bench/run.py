@@ -196,7 +196,8 @@ def environment_manifest(name: str, spec: dict[str, Any]) -> str:
 # -- 1. ready latency -------------------------------------------------------------------------
 
 
-def round_floor(count: int = SERVICES) -> float:
+def round_floor(count: int = SERVICES, *, settle: bool = False) -> float:
+    """``settle``: return only once the pods and their namespace are gone."""
     ns = new_namespace("floor")
     try:
         return timed(
@@ -207,6 +208,8 @@ def round_floor(count: int = SERVICES) -> float:
         )
     finally:
         drop_namespace(ns)
+        if settle:
+            kubectl("wait", "--for=delete", f"namespace/{ns}", f"--timeout={WAIT}")
 
 
 def round_kubectl() -> float:
@@ -614,6 +617,14 @@ def round_concurrent_product(n: int, spec: dict[str, Any]) -> float:
         )
     finally:
         kubectl("delete", "testenv", *names, "--wait=false", "--ignore-not-found")
+        # Settle: the next step starts on a quiet cluster (terminating pods hold their CPU
+        # requests, and on 2 cores a previous step's pods decide whether all of the next fit).
+        kubectl(
+            "wait",
+            "--for=delete",
+            *(f"namespace/testenv-{x}" for x in names),
+            f"--timeout={WAIT}",
+        )
 
 
 def bench_concurrency(levels: list[int], tag: str) -> list[dict[str, Any]]:
@@ -622,7 +633,7 @@ def bench_concurrency(levels: list[int], tag: str) -> list[dict[str, Any]]:
     pid = operator_process()
     out = []
     for n in levels:
-        floor = round_floor(n)
+        floor = round_floor(n, settle=True)
         cpu0, _ = cpu_and_rss(pid)
         product = round_concurrent_product(n, spec)
         cpu1, rss = cpu_and_rss(pid)

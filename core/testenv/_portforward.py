@@ -1,15 +1,20 @@
 """In-process port-forwards from an OS-chosen local port to a ready pod of a service.
 
-Each local TCP connection gets its own Kubernetes port-forward stream: a WebSocket to the
-pod's ``portforward`` subresource (``v4.channel.k8s.io``: channel 0 carries the bytes,
-channel 1 the errors, each opened by two bytes naming the port). Opening one costs a TCP
-and TLS handshake, an upgrade through the API server and the kubelet, and the kubelet's
-dial into the pod: most of a short request's time. So while connections keep arriving, the
-forward opens the next stream ahead (a *spare*), and closes it unused after
-:data:`SPARE_SECONDS`: an idle forward holds no connection to the service.
+Two ways to carry a local connection to the pod, the first one the cluster supports:
 
-The target is a *pod selector*, not a fixed pod: when opening a stream to the current pod
-fails (pod deleted, node gone), the forward asks again for the ready pods and re-targets.
+- **A tunnel** (what kubectl does, Kubernetes >= 1.31): one WebSocket to the pod's
+  ``portforward`` subresource carrying SPDY; each local connection is a pair of streams in
+  it, opened with two frames (``_tunnel``, ``_spdy``).
+- **A WebSocket per connection** (``v4.channel.k8s.io``: channel 0 carries the bytes,
+  channel 1 the errors, each opened by two bytes naming the port). Opening one costs a TCP
+  and TLS handshake and an upgrade through the API server and the kubelet, so while
+  connections keep arriving the forward opens the next ones ahead (*spares*) and closes
+  them unused after :data:`SPARE_SECONDS`: an idle forward holds no connection to the
+  service.
+
+The target is a *pod selector*, not a fixed pod: when the tunnel or a stream to the current
+pod fails (pod deleted, node gone), the forward asks again for the ready pods and
+re-targets.
 """
 
 from __future__ import annotations
@@ -32,9 +37,19 @@ from tenacity import (
     wait_exponential,
 )
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidStatus,
+    NegotiationError,
+    WebSocketException,
+)
+from websockets.typing import Subprotocol
 
 from ._errors import PortForwardLostError
+from ._spdy import TUNNEL_PROTOCOL
+from ._tunnel import SpdyTunnel, TunnelStream
 from .api import DiscoveryRecord, pod_selector
 
 log = logging.getLogger("testenv")
@@ -45,6 +60,9 @@ SPARE_SECONDS = 3.0
 #: How many streams are kept open ahead while connections arrive (opened concurrently: one
 #: ahead only hides one opening per connection, several overlap their handshakes).
 SPARES = 2
+#: How much of what a client sent the tunnel keeps until the first answer, to send it again
+#: when the kubelet fails the stream before anything came back (a pod that went away).
+REPLAY_LIMIT = 1 << 20
 #: Attempts to open a stream (re-reading the ready pods between them) before giving up.
 OPEN_ATTEMPTS = 5
 PROTOCOL = "v4.channel.k8s.io"
@@ -74,8 +92,27 @@ class ReadyPods:
         return ready[:1]
 
 
+class _TunnelConnection(ClientConnection):
+    """websockets refuses a subprotocol that is not an RFC 7230 token, and Kubernetes names
+    the tunnel ``SPDY/3.1+portforward.k8s.io`` (a "/"): the request carries the header as it
+    is, and this accepts exactly that answer (or none: a cluster without the tunnel)."""
+
+    def __init__(self, protocol: ClientProtocol, *args: Any, **kwargs: Any) -> None:
+        protocol.process_subprotocol = _accept_tunnel  # type: ignore[method-assign]
+        super().__init__(protocol, *args, **kwargs)
+
+
+def _accept_tunnel(headers: Headers) -> Subprotocol | None:
+    values = headers.get_all("Sec-WebSocket-Protocol")
+    if not values:
+        return None
+    if values == [TUNNEL_PROTOCOL]:
+        return Subprotocol(TUNNEL_PROTOCOL)
+    raise NegotiationError(f"unexpected subprotocol {', '.join(values)}")
+
+
 class _Stream:
-    """One open port-forward stream (its two port headers already read)."""
+    """One open per-connection stream (its two port headers already read)."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
@@ -88,38 +125,60 @@ class _Stream:
 
 class PodPortForward:
     """Listen on 127.0.0.1 (a port the OS picks); pipe each accepted connection to ``port``
-    of the current ready pod through a stream of its own."""
+    of the current ready pod, through the tunnel or else a stream of its own.
 
-    def __init__(self, api: Any, pods: ReadyPods, port: int) -> None:
+    ``tunnel=False`` never tries the tunnel (per-connection streams only)."""
+
+    def __init__(self, api: Any, pods: ReadyPods, port: int, *, tunnel: bool = True) -> None:
         self.api = api
         self.pods = pods
         self.port = port
         self.local_port = 0
         self._server: asyncio.Server | None = None
-        #: Streams being opened or open ahead, oldest first.
+        #: None: not tried yet; False: this cluster has no tunnel (per-connection streams).
+        self._tunnel_works: bool | None = None if tunnel else False
+        self._tunnel: SpdyTunnel | None = None
+        self._tunnel_lock = asyncio.Lock()
+        #: Per-connection streams being opened or open ahead, oldest first.
         self._spares: collections.deque[asyncio.Task[_Stream]] = collections.deque()
         self._pipes: set[asyncio.Task[None]] = set()
-        self._closing: set[asyncio.Future[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
+
+    @property
+    def mode(self) -> str:
+        """``tunnel``, ``streams`` or ``unknown`` (nothing opened yet)."""
+        return {True: "tunnel", False: "streams", None: "unknown"}[self._tunnel_works]
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accepted, "127.0.0.1", 0)
         self.local_port = int(self._server.sockets[0].getsockname()[1])
-        self._open_ahead()
+        if self._tunnel_works is False:
+            self._open_ahead()
+        else:  # the first connection (often the health check) need not wait for it
+            self._in_background(self._ensure_tunnel())
         return self.local_port
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
         spares, self._spares = list(self._spares), collections.deque()
-        for task in [*self._pipes, *spares]:
+        for task in [*self._pipes, *spares, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._pipes, *spares, return_exceptions=True)
+        await asyncio.gather(*self._pipes, *spares, *self._background, return_exceptions=True)
         for task in spares:
             if task.done() and not task.cancelled() and task.exception() is None:
                 await task.result().ws.close()
+        if self._tunnel is not None:
+            await self._tunnel.close()
 
-    # -- streams ---------------------------------------------------------------------------
-    async def _ws_target(self) -> tuple[str, dict[str, Any]]:
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
+
+    # -- connecting ------------------------------------------------------------------------
+    async def _ws_target(self, *, tunnel: bool) -> tuple[str, dict[str, Any]]:
         auth = self.api.auth
         if not self.pods.current:
             await self.pods.async_ready_pods()
@@ -131,10 +190,11 @@ class PodPortForward:
         scheme = "wss" if server.scheme == "https" else "ws"
         path = (
             f"{server.path.rstrip('/')}/api/v1/namespaces/{self.pods.namespace}/pods/"
-            f"{self.pods.current}/portforward?{urlencode({'ports': self.port})}"
+            f"{self.pods.current}/portforward"
         )
+        query = "" if tunnel else urlencode({"ports": self.port})
+        headers = {"Authorization": f"Bearer {auth.token}"} if auth.token else {}
         options: dict[str, Any] = {
-            "subprotocols": [PROTOCOL],
             "compression": None,
             "max_size": None,
             # The kubelet's WebSocket end does not answer pings reliably; the lease and the
@@ -143,23 +203,27 @@ class PodPortForward:
             "proxy": auth.proxy or True,
             "user_agent_header": "testenv",
         }
-        if auth.token:
-            options["additional_headers"] = {"Authorization": f"Bearer {auth.token}"}
+        if tunnel:
+            headers["Sec-WebSocket-Protocol"] = TUNNEL_PROTOCOL
+            options["create_connection"] = _TunnelConnection
+        else:
+            options["subprotocols"] = [PROTOCOL]
+        options["additional_headers"] = headers
         if scheme == "wss":
             context = await auth.ssl_context()
             options["ssl"] = ssl.create_default_context() if context is True else context
             if auth.tls_server_name:
                 options["server_hostname"] = auth.tls_server_name
-        return urlunsplit((scheme, server.netloc, path, "", "")), options
+        return urlunsplit((scheme, server.netloc, path, query, "")), options
 
-    async def _open(self) -> _Stream:
-        """A new stream to the current pod: re-target another ready pod and retry when the
-        pod is gone; re-authenticate once on 401/403."""
+    async def _connect(self, *, tunnel: bool, attempts: int) -> ClientConnection:
+        """A WebSocket to the current pod's portforward: re-target another ready pod and
+        retry when the pod is gone; re-authenticate once on 401/403."""
         problem = "no attempt"
-        for attempt in range(OPEN_ATTEMPTS):
-            url, options = await self._ws_target()
+        for attempt in range(attempts):
+            url, options = await self._ws_target(tunnel=tunnel)
             try:
-                ws = await connect(url, **options)
+                return await connect(url, **options)
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 problem = f"HTTP {status} from {url.split('?')[0]}"
@@ -168,19 +232,66 @@ class PodPortForward:
                     continue
             except (OSError, WebSocketException, TimeoutError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
-            else:
-                try:
-                    for _ in (DATA, ERROR):  # each channel first names its port
-                        await ws.recv()
-                    return _Stream(ws)
-                except ConnectionClosed as exc:
-                    problem = f"the stream closed at once ({exc})"
             self.pods.current = None
-            await asyncio.sleep(0.1 * attempt)  # backoff between attempts, not a wait on state
+            if attempt + 1 < attempts:
+                await asyncio.sleep(0.1 * attempt)  # backoff between attempts
         raise PortForwardLostError(
             f"cannot open a port-forward to port {self.port} of a pod matching "
             f"{self.pods.selector} in namespace {self.pods.namespace}: {problem}"
         )
+
+    # -- the tunnel ------------------------------------------------------------------------
+    async def _ensure_tunnel(self) -> SpdyTunnel | None:
+        """The open tunnel, opened (again) if need be; None when this cluster has none."""
+        async with self._tunnel_lock:
+            if self._tunnel is not None:
+                if self._tunnel.alive:
+                    return self._tunnel
+                self._tunnel = None
+                self.pods.current = None  # it closed: the pod may be gone, look again
+            if self._tunnel_works is False:
+                return None
+            try:
+                ws = await self._connect(tunnel=True, attempts=2)
+            except PortForwardLostError as exc:
+                if self._tunnel_works is None:  # never worked here: use streams
+                    log.debug("testenv: no port-forward tunnel (%s); streams instead", exc)
+                    self._tunnel_works = False
+                    return None
+                raise
+            if ws.subprotocol != TUNNEL_PROTOCOL:
+                await ws.close()
+                self._tunnel_works = False
+                return None
+            self._tunnel_works = True
+            self._tunnel = SpdyTunnel(ws, self._tunnel_failed)
+            return self._tunnel
+
+    def _tunnel_failed(self, tunnel: SpdyTunnel, message: str) -> None:
+        """The kubelet could not reach the port for one connection. Its usual reason is a
+        pod that is gone (the kubelet keeps the tunnel and fails each new stream), so the
+        tunnel is retired (its open connections finish) and the next connection opens a
+        new one to a ready pod; the connection that failed is replayed there when nothing
+        had come back yet (see :meth:`_pipe_tunnel`)."""
+        log.info("testenv: port-forward to %s port %s: %s", self.pods.current, self.port, message)
+        tunnel.retire()
+        if self._tunnel is tunnel:
+            self._tunnel = None
+            self.pods.current = None
+
+    # -- per-connection streams ------------------------------------------------------------
+    async def _open(self) -> _Stream:
+        ws = await self._connect(tunnel=False, attempts=OPEN_ATTEMPTS)
+        try:
+            for _ in (DATA, ERROR):  # each channel first names its port
+                await ws.recv()
+        except ConnectionClosed as exc:
+            self.pods.current = None
+            raise PortForwardLostError(
+                f"the port-forward to port {self.port} of pod {self.pods.current} closed at "
+                f"once ({exc})"
+            ) from exc
+        return _Stream(ws)
 
     def _open_ahead(self) -> None:
         while len(self._spares) < SPARES:
@@ -196,9 +307,7 @@ class PodPortForward:
         def expire() -> None:
             if task in self._spares:  # still nobody's: close it
                 self._spares.remove(task)
-                closing = asyncio.ensure_future(stream.ws.close())
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
+                self._in_background(stream.ws.close())
 
         asyncio.get_running_loop().call_later(SPARE_SECONDS, expire)
 
@@ -221,18 +330,94 @@ class PodPortForward:
         assert task is not None
         self._pipes.add(task)
         try:
-            stream = await self._take()
-        except PortForwardLostError as exc:
+            tunnel = await self._ensure_tunnel()
+            if tunnel is not None:
+                await self._pipe_tunnel(reader, writer, await tunnel.open(self.port))
+            else:
+                stream = await self._take()
+                try:
+                    await self._pipe(reader, writer, stream.ws)
+                finally:
+                    await stream.ws.close()
+        except (PortForwardLostError, ConnectionClosed) as exc:
             log.warning("testenv: %s", exc)
-            writer.close()
-            self._pipes.discard(task)
-            return
-        try:
-            await self._pipe(reader, writer, stream.ws)
+        except OSError as exc:  # the local client went away: nothing to say
+            log.debug("testenv: local connection to port %s: %s", self.local_port, exc)
+        except asyncio.CancelledError:
+            # stop(): end quietly (asyncio's stream callback of Python 3.11 reports a
+            # cancelled handler task as an error).
+            pass
         finally:
             self._pipes.discard(task)
             writer.close()
-            await stream.ws.close()
+
+    async def _pipe_tunnel(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stream: TunnelStream
+    ) -> None:
+        """Pipe until the remote end is done. A stream the kubelet fails before anything
+        came back (the pod went away since the tunnel was opened) is replaced once by one
+        in a new tunnel, and what the client had sent is sent again: it never reached a
+        server."""
+        sent = bytearray()  # what the client sent, while a replay is still possible
+        replayable = True
+        switching = asyncio.Lock()  # no byte sent both by a replay and by upstream
+        current = stream
+        client_done = False
+
+        def deliver(data: bytes) -> None:
+            nonlocal replayable
+            replayable = False
+            sent.clear()
+            if not writer.transport.is_closing():
+                writer.write(data)  # buffered by the transport: the tunnel never waits
+
+        async def upstream() -> None:
+            nonlocal replayable, client_done
+            while data := await reader.read(65536):
+                async with switching:
+                    if replayable:
+                        sent.extend(data)
+                        if len(sent) > REPLAY_LIMIT:
+                            replayable = False
+                            sent.clear()
+                    await current.send(data)
+            async with switching:
+                client_done = True
+                await current.finish()
+
+        current.attach(deliver)
+        up = asyncio.create_task(upstream())
+        try:
+            for attempt in range(2):
+                await asyncio.wait([up, current.done], return_when=asyncio.FIRST_COMPLETED)
+                if up.done() and not up.cancelled() and up.exception() is None:
+                    await current.done  # half-closed by the client: the answer may still come
+                if not (current.error and replayable and attempt == 0):
+                    break
+                async with switching:
+                    tunnel = await self._ensure_tunnel()
+                    if tunnel is None:
+                        break
+                    await current.close()
+                    current = await tunnel.open(self.port)
+                    current.attach(deliver)
+                    if sent:
+                        await current.send(bytes(sent))
+                    if client_done:
+                        await current.finish()
+            if current.error:
+                log.warning(
+                    "testenv: port-forward to port %s of %s: %s",
+                    self.port,
+                    self.pods.selector,
+                    current.error,
+                )
+            if not writer.transport.is_closing():
+                await writer.drain()
+        finally:
+            up.cancel()
+            await asyncio.gather(up, return_exceptions=True)
+            await current.close()
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ws: ClientConnection

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Protocol
 
-from testenv.api import ENVIRONMENT_LABEL, LEASE_RENEWED_ANNOTATION
+from testenv.api import ENVIRONMENT_LABEL, LEASE_RENEWED_ANNOTATION, TEMPLATE_HASH_ANNOTATION
 from testenv_operator.kube import KubeClient
 
 Obj = Mapping[str, Any]
@@ -99,7 +99,7 @@ class IndexReads:
 #: hold every object of their kind (bench/scale.py: the operator's memory at 500 environments).
 KEPT: dict[str, tuple[str, ...]] = {
     "Pod": ("metadata", "status"),
-    "Deployment": ("metadata", "spec", "status"),  # spec: its replicas only
+    "Deployment": ("metadata", "spec", "status"),  # spec: replicas and the template's hash
     "Job": ("metadata", "status"),
     "Service": ("metadata",),
     "ConfigMap": ("metadata", "data"),
@@ -143,6 +143,12 @@ def index_entry(
         meta["managedFields"] = _lease_entries(managed)
     copy["metadata"] = meta
     if keep is not None and "spec" in copy and copy.get("kind") == "Deployment":
-        replicas = (body.get("spec") or {}).get("replicas")
-        copy["spec"] = {} if replicas is None else {"replicas": replicas}
+        spec = body.get("spec") or {}
+        template = (spec.get("template") or {}).get("metadata") or {}
+        template_hash = (template.get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
+        copy["spec"] = {k: v for k, v in (("replicas", spec.get("replicas")),) if v is not None}
+        if template_hash is not None:
+            copy["spec"]["template"] = {
+                "metadata": {"annotations": {TEMPLATE_HASH_ANNOTATION: template_hash}}
+            }
     return {key: copy}

@@ -56,6 +56,7 @@ from testenv_operator.status import (
     ServiceObservation,
     compute_status,
     job_verdict,
+    labelled,
     parse_status,
     ready_workloads,
     startable,
@@ -248,8 +249,10 @@ class Reconciler:
         if _terminating(ns):
             state.reapply = True
             return False
-        deployments, jobs = await self._workloads(env)
-        ready = ready_workloads(env.spec, deployments, jobs)
+        (deployments, jobs), pods = await asyncio.gather(
+            self._workloads(env), self.reads.children("Pod", env.name, env.namespace)
+        )
+        ready = ready_workloads(env.spec, deployments, jobs, pods)
         started = startable(env.spec, set(deployments) | set(jobs), ready)
         objects = render.render_environment(
             env.name, env.uid, env.spec, started, self.settings.render_options
@@ -504,13 +507,11 @@ class Reconciler:
         )
         service_names = {str(s["metadata"]["name"]) for s in services}
         applied = state.applied_at or env.created
-        ready = ready_workloads(env.spec, by_name, jobs)
+        ready = ready_workloads(env.spec, by_name, jobs, pods)
         missing: list[str] = []
 
         def pods_labelled(label: str, value: str) -> list[Obj]:
-            return [
-                p for p in pods if (p.get("metadata") or {}).get("labels", {}).get(label) == value
-            ]
+            return labelled(pods, label, value)
 
         for svc in env.spec.services:
             deployment = by_name.get(svc.name)

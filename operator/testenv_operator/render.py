@@ -430,8 +430,11 @@ def render_deployment(
     service: ServiceSpec,
     options: RenderOptions = DEFAULT_OPTIONS,
 ) -> Obj:
+    """A Deployment whose pod template carries ``TEMPLATE_HASH_ANNOTATION``, a hash of the
+    template itself (files included): its pods say which template they are of, so their
+    readiness is read from them directly (see ``status.deployment_ready``)."""
     ctx = _context(name, uid, spec)
-    return render_template(
+    obj = render_template(
         "deployment.yaml.j2",
         service=service,
         service_labels=_service_labels(name, spec, service),
@@ -440,6 +443,11 @@ def render_deployment(
         pod_annotations=_pod_annotations(service),
         **ctx,
     )
+    template = obj["spec"]["template"]
+    template["metadata"].setdefault("annotations", {})[TEMPLATE_HASH_ANNOTATION] = _template_hash(
+        template
+    )
+    return obj
 
 
 def render_job(

@@ -15,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from testenv.api import (
+    SERVICE_LABEL,
+    TEMPLATE_HASH_ANNOTATION,
     Condition,
     ConditionType,
     JobPhase,
@@ -89,10 +91,43 @@ class Observation:
 # --- per service ---------------------------------------------------------------------------
 
 
-def deployment_ready(deployment: Obj | None, replicas: int) -> tuple[bool, int]:
-    """(ready, readyReplicas) of a Deployment rolled out to ``replicas`` up-to-date pods."""
+def deployment_ready(
+    deployment: Obj | None, replicas: int, pods: Sequence[Obj] = ()
+) -> tuple[bool, int]:
+    """(ready, readyReplicas) of a Deployment rolled out to ``replicas`` up-to-date pods,
+    by its status or, sooner, by its ``pods`` (see :func:`pods_rolled_out`)."""
     if deployment is None:
         return False, 0
+    ok, ready_replicas = _status_rolled_out(deployment, replicas)
+    if not ok and pods:
+        by_pods, ready_pods = pods_rolled_out(deployment, replicas, pods)
+        return by_pods, max(ready_replicas, ready_pods)
+    return ok, ready_replicas
+
+
+def pods_rolled_out(deployment: Obj, replicas: int, pods: Sequence[Obj]) -> tuple[bool, int]:
+    """What the Deployment's status will say once the controller-manager has caught up, read
+    from the pods themselves: ``replicas`` Ready pods of its current template (the hash the
+    operator puts on the template, which its pods carry), and no other pod left. On a busy
+    cluster the status trails the pods by seconds (pod -> ReplicaSet -> Deployment, each
+    controller behind its own rate limit)."""
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    current = (template.get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
+    if current is None:
+        return False, 0
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    ready = [
+        p
+        for p in live
+        if ((p.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
+        == current
+        and _pod_condition_time(p, "Ready") is not None
+    ]
+    want = int((deployment.get("spec") or {}).get("replicas", replicas))
+    return len(ready) >= want and len(live) <= want, len(ready)
+
+
+def _status_rolled_out(deployment: Obj, replicas: int) -> tuple[bool, int]:
     meta = deployment.get("metadata") or {}
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
@@ -165,7 +200,7 @@ def service_verdict(
     same_generation: bool,
 ) -> ServiceVerdict:
     svc = obs.spec
-    ready, ready_replicas = deployment_ready(obs.deployment, svc.replicas)
+    ready, ready_replicas = deployment_ready(obs.deployment, svc.replicas, obs.pods)
     timings = service_timings(
         created, obs.pods, previous.timings if previous else None, ready=ready
     )
@@ -241,15 +276,25 @@ def service_verdict(
 
 
 def ready_workloads(
-    spec: TestEnvironmentSpec, deployments: Mapping[str, Obj], jobs: Mapping[str, Obj]
+    spec: TestEnvironmentSpec,
+    deployments: Mapping[str, Obj],
+    jobs: Mapping[str, Obj],
+    pods: Sequence[Obj] = (),
 ) -> set[str]:
-    """Services whose Deployment is Ready and jobs that succeeded."""
+    """Services whose Deployment is Ready (by its status or its ``pods``) and jobs that
+    succeeded."""
     ready = {
         svc.name
         for svc in spec.services
-        if deployment_ready(deployments.get(svc.name), svc.replicas)[0]
+        if deployment_ready(
+            deployments.get(svc.name), svc.replicas, labelled(pods, SERVICE_LABEL, svc.name)
+        )[0]
     }
     return ready | {job.name for job in spec.setup_jobs if job_succeeded(jobs.get(job.name))}
+
+
+def labelled(objs: Sequence[Obj], label: str, value: str) -> list[Obj]:
+    return [o for o in objs if ((o.get("metadata") or {}).get("labels") or {}).get(label) == value]
 
 
 def waiting_for(workload: ServiceSpec | JobSpec, ready: set[str]) -> list[str]:

@@ -181,6 +181,17 @@ def test_index_entries_keep_only_what_is_read() -> None:
     deployment = {"kind": "Deployment", "metadata": {}, "spec": {"replicas": 2, "template": {}}}
     slim = index_entry("env", deployment, keep=KEPT["Deployment"])
     assert slim is not None and slim["env"]["spec"] == {"replicas": 2}
+    # Of the pod template, only its hash (which readiness matches against the pods').
+    annotations = {"testenv.dev/template-hash": "h", "other": "x"}
+    deployment["spec"]["template"] = {
+        "metadata": {"annotations": annotations, "labels": {"a": "b"}},
+        "spec": {"containers": [{"name": "c"}]},
+    }
+    slim = index_entry("env", deployment, keep=KEPT["Deployment"])
+    assert slim is not None and slim["env"]["spec"] == {
+        "replicas": 2,
+        "template": {"metadata": {"annotations": {"testenv.dev/template-hash": "h"}}},
+    }
     lease = "testenv.dev/lease-renewed-at"
     renewal = {
         "manager": "kr8s",

@@ -8,12 +8,13 @@ from typing import Any
 from operator_factories import deployment, pod
 from operator_fake_kube import TRIO
 
-from testenv.api import Phase, TestEnvironmentSpec, TestEnvironmentStatus
+from testenv.api import TEMPLATE_HASH_ANNOTATION, Phase, TestEnvironmentSpec, TestEnvironmentStatus
 from testenv_operator.status import (
     Observation,
     ServiceObservation,
     compute_status,
     deployment_ready,
+    ready_workloads,
     status_patch,
 )
 
@@ -70,6 +71,46 @@ def test_deployment_ready() -> None:
     assert deployment_ready(stale, 1)[0] is False
     assert deployment_ready(None, 1) == (False, 0)
     assert deployment_ready(deployment("a", replicas=0), 0) == (True, 0)
+
+
+def templated(obj: dict[str, Any], template_hash: str) -> dict[str, Any]:
+    """``obj`` (a Deployment's pod template, or a pod) marked as of that template."""
+    meta = obj if obj.get("kind") == "Pod" else obj["spec"].setdefault("template", {})
+    meta = meta.setdefault("metadata", {})
+    meta.setdefault("annotations", {})[TEMPLATE_HASH_ANNOTATION] = template_hash
+    return obj
+
+
+def test_ready_pods_of_the_current_template_make_it_ready_before_its_status_does() -> None:
+    """The Deployment's status trails its pods on a busy cluster: a Ready pod of the current
+    template is enough, as long as no other pod (an old template's) is still there."""
+    lagging = templated(deployment("a", ready=0), "new")
+    new_ready = templated(pod("a-1", "a", ready=True), "new")
+    assert deployment_ready(lagging, 1) == (False, 0)
+    assert deployment_ready(lagging, 1, [new_ready]) == (True, 1)
+    # Not while the pod is not Ready, nor when it is of another template (a rollout).
+    assert deployment_ready(lagging, 1, [templated(pod("a-1", "a"), "new")])[0] is False
+    assert deployment_ready(lagging, 1, [templated(pod("a-0", "a", ready=True), "old")])[0] is False
+    # An old pod still running alongside the new one: not rolled out yet.
+    old = templated(pod("a-0", "a", ready=True), "old")
+    assert deployment_ready(lagging, 1, [old, new_ready]) == (False, 1)
+    # ... unless it is terminating.
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:20Z"
+    assert deployment_ready(lagging, 1, [old, new_ready]) == (True, 1)
+    # Two replicas want two Ready pods; a Deployment without the hash is judged by status.
+    two = templated(deployment("a", ready=0, replicas=2), "new")
+    assert deployment_ready(two, 2, [new_ready])[0] is False
+    assert deployment_ready(deployment("a", ready=0), 1, [new_ready])[0] is False
+
+
+def test_dependents_start_on_ready_pods() -> None:
+    """dependsOn reads readiness the same way: from the pods, not only the status."""
+    spec = TestEnvironmentSpec.model_validate({"services": TRIO})
+    first = spec.services[0].name
+    deployments = {first: templated(deployment(first, ready=0), "h")}
+    pods = [templated(pod(f"{first}-1", first, ready=True), "h")]
+    assert first not in ready_workloads(spec, deployments, {})
+    assert first in ready_workloads(spec, deployments, {}, pods)
 
 
 def test_provisioning() -> None:
