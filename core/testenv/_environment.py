@@ -18,12 +18,11 @@ from ._errors import ConfigurationError, EnvironmentFailedError
 from ._kube import (
     TestEnvironment,
     collect_forensics,
-    connect,
+    connect_as_user,
     delete_and_confirm,
     object_events,
     parse_status,
     server_status,
-    whoami,
 )
 from ._pool import claim, matching_pools
 from ._portforward import ServiceForward, verify
@@ -125,8 +124,7 @@ class KubeEnvironment:
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self, progress: Progress) -> StartResult:
         started = time.monotonic()
-        self.api = await connect(self.kubeconfig, self.context)
-        self.user = await whoami(self.api)
+        self.api, self.user = await connect_as_user(self.kubeconfig, self.context)
         if self.reuse:
             self.obj = await self._find_reusable()
             if self.obj is not None:
@@ -137,7 +135,8 @@ class KubeEnvironment:
         if self.obj is None:
             await self._create_or_get(progress)
         if self.spec.lease:
-            await self._renew()
+            if not self.created:  # a created or claimed one was renewed by that very write
+                await self._renew()
             self._renewer = asyncio.create_task(self._renew_forever())
         status = await self._wait_ready(progress, started)
         self.namespace = status.namespace
@@ -293,6 +292,9 @@ class KubeEnvironment:
                 return status
             return None
 
+        # Claimed or reused: what the claim's patch or the lookup returned may be Ready.
+        if (self.obj.raw or {}).get("status") and (ready := check(self.obj.raw)) is not None:
+            return ready
         # aclosing: leaving the loop early closes the watch now, not at interpreter exit.
         async with contextlib.aclosing(object_events(self.obj)) as events:
             async for event, raw in events:
@@ -342,6 +344,7 @@ class KubeEnvironment:
             health[name] = await verify(forward.record())
             health[name]["remote_port"] = remote.port
             health[name]["pod"] = forward.pods.current
+            health[name]["forward"] = forward.mode
             ends = ", ".join(
                 f"{port} -> 127.0.0.1:{local}"
                 if len(forward.local_ports) > 1
@@ -432,17 +435,22 @@ class KubeEnvironment:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._renewer
-        for forward in self.forwards.values():
-            with contextlib.suppress(Exception):
-                await forward.stop()
-        if self.deletes_on_stop and self.obj is not None:
-            self.teardown_message = await delete_and_confirm(
-                self.api,
-                self.name,
-                self.namespace or self.spec.namespace_for(self.name),
-                budget_s=TEARDOWN_TIMEOUT,
-                wait_gone=self.wait_deleted,
-            )
+
+        async def delete() -> None:
+            if self.deletes_on_stop and self.obj is not None:
+                self.teardown_message = await delete_and_confirm(
+                    self.api,
+                    self.name,
+                    self.namespace or self.spec.namespace_for(self.name),
+                    budget_s=TEARDOWN_TIMEOUT,
+                    wait_gone=self.wait_deleted,
+                )
+
+        # The forwards close and the environment goes at once (neither needs the other).
+        stops = [forward.stop() for forward in self.forwards.values()]
+        *_, deleted = await asyncio.gather(*stops, delete(), return_exceptions=True)
+        if isinstance(deleted, BaseException):
+            raise deleted
 
     def how_to_reach(self) -> list[str]:
         ns = self.namespace or f"testenv-{self.name}"

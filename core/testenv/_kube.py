@@ -75,14 +75,31 @@ def server_status(exc: BaseException) -> int | None:
     return code if isinstance(code, int) else None
 
 
-async def connect(
-    kubeconfig: str | None,
-    context: str | None,
-    hint: str = "--testenv-kubeconfig/KUBECONFIG and --testenv-context, "
-    "or run without a cluster: --testenv-mode=local",
-) -> Any:
+_HINT = (
+    "--testenv-kubeconfig/KUBECONFIG and --testenv-context, "
+    "or run without a cluster: --testenv-mode=local"
+)
+
+
+async def connect(kubeconfig: str | None, context: str | None, hint: str = _HINT) -> Any:
     """A kr8s API client, checked: the cluster answers and the CRD is installed. ``hint``:
     the options that choose the cluster, for the error message."""
+    api, where = await _client(kubeconfig, context, hint)
+    await _require_crd(api, where)
+    return api
+
+
+async def connect_as_user(
+    kubeconfig: str | None, context: str | None, hint: str = _HINT
+) -> tuple[Any, str | None]:
+    """:func:`connect` and :func:`whoami` at once (the CRD check and the review run
+    side by side: one round trip less before a session's first request)."""
+    api, where = await _client(kubeconfig, context, hint)
+    _, user = await asyncio.gather(_require_crd(api, where), whoami(api))
+    return api, user
+
+
+async def _client(kubeconfig: str | None, context: str | None, hint: str) -> tuple[Any, str]:
     where = f"kubeconfig={kubeconfig or '$KUBECONFIG or ~/.kube/config'}"
     if context:
         where += f", context={context}"
@@ -93,6 +110,10 @@ async def connect(
         raise ClusterUnreachableError(
             f"cannot reach the Kubernetes API ({where}): {type(exc).__name__}: {exc}. Check {hint}"
         ) from exc
+    return api, where
+
+
+async def _require_crd(api: Any, where: str) -> None:
     found: list[Any]
     try:
         found = [c async for c in api.async_get("customresourcedefinitions", CRD_NAME)]
@@ -113,7 +134,6 @@ async def connect(
         raise OperatorNotInstalledError(
             f"the CRD {CRD_NAME} is not installed in the cluster ({where}); {INSTALL_HINT}"
         )
-    return api
 
 
 async def whoami(api: Any) -> str | None:

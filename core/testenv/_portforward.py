@@ -154,8 +154,8 @@ class PodPortForward:
         self.local_port = int(self._server.sockets[0].getsockname()[1])
         if self._tunnel_works is False:
             self._open_ahead()
-        else:  # the first connection (often the health check) need not wait for it
-            self._in_background(self._ensure_tunnel())
+        else:  # ready before the first connection (and says which way connections go)
+            await self._ensure_tunnel()
         return self.local_port
 
     async def stop(self) -> None:
@@ -197,8 +197,8 @@ class PodPortForward:
         options: dict[str, Any] = {
             "compression": None,
             "max_size": None,
-            # The kubelet's WebSocket end does not answer pings reliably; the lease and the
-            # kubelet's own idle timeout bound a stream's life instead.
+            # No keepalive pings: a late pong would close a connection a test still holds;
+            # the kubelet's streaming idle timeout ends an abandoned one.
             "ping_interval": None,
             "proxy": auth.proxy or True,
             "user_agent_header": "testenv",
@@ -479,6 +479,11 @@ class ServiceForward:
             self._forwards.append(forward)
             self.local_ports[port.name] = await forward.start()
         return self.local_port
+
+    @property
+    def mode(self) -> str:
+        """How connections are carried: ``tunnel``, ``streams`` (or ``unknown``)."""
+        return self._forwards[0].mode if self._forwards else "unknown"
 
     def record(self) -> DiscoveryRecord:
         """The in-cluster record, rewritten to the local ends of the forwards."""

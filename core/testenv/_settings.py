@@ -102,8 +102,9 @@ class LauncherConfig(BaseSettings):
     #: The creator a pool's environments must have to be claimed: the operator's service
     #: account (change it for an operator installed under another name or namespace).
     pool_identity: str = DEFAULT_POOL_IDENTITY
-    #: At teardown, wait until the environment's namespace is gone, not only terminating
-    #: (its deletion is then committed; waiting for the last object costs seconds).
+    #: At teardown, wait until the environment's namespace is gone. Without it, one read
+    #: confirms the namespace is terminating or owned by the deleted environment (the
+    #: garbage collector then removes it), and nobody waits for that.
     wait_deleted: bool = False
     #: Seconds to wait until every service is healthy.
     #: (Also ``TESTENV_TIMEOUT``, the pytest option's variable.)

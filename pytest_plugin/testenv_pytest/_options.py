@@ -82,7 +82,8 @@ OPTIONS: tuple[_Opt, ...] = (
     ),
     _Opt(
         "wait_deleted",
-        "at teardown, wait until the namespace is gone, not only terminating (slower)",
+        "at teardown, wait until the namespace is gone (default: the deletion is confirmed, "
+        "the garbage collector finishes it without keeping the session waiting)",
         "bool",
     ),
     _Opt(

@@ -93,6 +93,8 @@ def test_plan_tests_in_real_mode(plan_tests: str, pytester: pytest.Pytester, kub
     assert env["mode"] == "real" and env["namespace"]
     assert report["phases"].get("ready") is not None
     assert all(c["ok"] for c in report["health_check_results"].values())
+    # This cluster (1.34) has the port-forward tunnel: every service's forward uses it.
+    assert {c["forward"] for c in report["health_check_results"].values()} == {"tunnel"}
     assert not (pytester.path / ".service_discovery").exists()
     # Teardown deleted it and, without waiting for the garbage collector, confirmed that the
     # namespace is its dependent (or already terminating)...
