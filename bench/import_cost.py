@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 
-from _common import emit, parse_args
+from _common import emit, parse_args, session_env
 
 PROBE = """
 import time, pytest
@@ -37,6 +37,7 @@ def once(statement: str) -> float:
         capture_output=True,
         text=True,
         check=True,
+        env=session_env(),  # bytecode caching on, as on a user's machine
     )
     return float(out.stdout.strip())
 
