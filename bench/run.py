@@ -518,6 +518,8 @@ def bench_pytest(rounds: int, tag: str) -> list[dict[str, Any]]:
             if i > 0 or rounds == 1:
                 add("reused first", first)
                 add("reused exit", whole)
+                startup = report.get("startup_time") or 0.0
+                added.setdefault("reused", []).append(whole - startup - series["empty exit"][-1])
             print(
                 f"pytest round {i + 1}/{rounds}: "
                 + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in series.items()),
@@ -788,9 +790,36 @@ def figure(
     }
 
 
+def kept_figures(previous: Path, chosen: list[str], *, quick: bool) -> list[dict[str, Any]]:
+    """The figures of the suites not run now, from an earlier run of the same mode (each
+    keeps its own time of measurement)."""
+    if not previous.exists():
+        return []
+    old = json.loads(previous.read_text())
+    if bool(old.get("quick")) != quick:
+        return []
+    return [
+        {**f, "measured_at": f.get("measured_at", old["measured_at"])}
+        for f in old.get("figures", [])
+        if f["suite"] not in chosen
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
+    when: dict[str, set[str]] = {}
+    for f in results["figures"]:
+        when.setdefault(f.get("measured_at", results["measured_at"]), set()).add(f["suite"])
+    measured = (
+        f"Measured {results['measured_at']}"
+        if set(when) <= {results["measured_at"]}
+        else "Measured "
+        + "; ".join(
+            f"{at} ({', '.join(s for s in SUITES if s in suites)})"
+            for at, suites in sorted(when.items(), reverse=True)
+        )
+    )
     lines = [
-        f"Measured {results['measured_at']} on {results['machine']} "
+        f"{measured} on {results['machine']} "
         f"({results['rounds']} rounds{', quick mode' if results['quick'] else ''}).",
         "",
         "| suite | figure | p50 s | p95 s | best-worst s | baseline | baseline p50 s | ratio "
@@ -855,6 +884,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="CI: few rounds, small scale")
     parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    parser.add_argument(
+        "--keep-other-suites",
+        action="store_true",
+        help="keep the figures of the suites not run from the existing results (each suite's "
+        "figures still come from one run; the table says when each was measured)",
+    )
     args = parser.parse_args(argv)
     # A stopped run still cleans up (its finally blocks delete what it made).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -875,8 +910,13 @@ def main(argv: list[str] | None = None) -> int:
         figures += bench_portforward(rounds)
     if "scale" in chosen:
         figures += bench_scale(args.quick)
+    measured_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    for entry in figures:
+        entry["measured_at"] = measured_at
+    if args.keep_other_suites:
+        figures += kept_figures(args.out / "results.json", chosen, quick=args.quick)
     results = {
-        "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "measured_at": measured_at,
         "machine": machine(),
         "rounds": rounds,
         "quick": args.quick,

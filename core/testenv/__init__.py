@@ -19,7 +19,14 @@ as the plan uses them::
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
+
+# httpx imports its command line (click, pygments, rich: about a third of its import time)
+# whenever those are installed, as they are beside the testenv command, though no library
+# uses it (encode/httpx#3547). Marked absent, httpx falls back to a stub ``httpx.main``.
+if "httpx" not in sys.modules:
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from ._admin import Environments, EnvironmentView

@@ -238,9 +238,27 @@ AbsolutePath = Annotated[str, Field(pattern=ABSOLUTE_PATH, max_length=256)]
 Text = Annotated[str, Field(max_length=4096, pattern=ENV_VALUE)]
 
 
+#: Where a workload's pod mounts the keys of the Secrets its env reads. Mounted, they make
+#: the kubelet wait for its Secret cache with its volume retries (half a second apart) instead
+#: of failing the container ("failed to sync secret cache", a one-second limit on a busy node)
+#: and retrying the whole pod ten seconds later. ``/var/run`` is ``/run`` in most images, so
+#: both spellings are reserved for files and scratch directories.
+SECRETS_MOUNT_PATH: Final = "/var/run/secrets/testenv"
+RESERVED_PATHS: Final = (SECRETS_MOUNT_PATH, "/run/secrets/testenv")
+_RESERVED_PATH_MESSAGE: Final = (
+    f"path is reserved: the operator mounts the environment's secrets at {SECRETS_MOUNT_PATH}"
+)
+
+
 def _no_dot_segments(path: str) -> str:
     if any(part in {".", ".."} for part in path.split("/")):
         raise ValueError(f"path {path!r} must not contain '.' or '..' segments")
+    return path
+
+
+def _not_reserved(path: str) -> str:
+    if any(path == r or path.startswith(r + "/") for r in RESERVED_PATHS):
+        raise ValueError(f"{path!r}: {_RESERVED_PATH_MESSAGE}")
     return path
 
 
@@ -249,11 +267,18 @@ _PATH_RULES: Final = {
         {
             "rule": "!self.split('/').exists(p, p == '.' || p == '..')",
             "message": "path must not contain '.' or '..' segments",
-        }
+        },
+        {
+            "rule": f"{list(RESERVED_PATHS)!r}.all(r, self != r && !self.startsWith(r + '/'))",
+            "message": _RESERVED_PATH_MESSAGE,
+        },
     ]
 }
 CheckedPath = Annotated[
-    AbsolutePath, Field(json_schema_extra=_PATH_RULES), AfterValidator(_no_dot_segments)
+    AbsolutePath,
+    Field(json_schema_extra=_PATH_RULES),
+    AfterValidator(_no_dot_segments),
+    AfterValidator(_not_reserved),
 ]
 
 
@@ -405,19 +430,41 @@ class Probe(_Model):
         return self
 
 
+_FILE_RULES: Final[Any] = [
+    {
+        "rule": f"{list(RESERVED_PATHS)!r}.all(r, !r.startsWith(self.path + '/'))",
+        "message": "a file cannot replace a directory the operator mounts the environment's "
+        f"secrets in ({SECRETS_MOUNT_PATH})",
+    }
+]
+
+
 class FileSpec(_Model):
     """A small file the operator renders into a ConfigMap and mounts read-only at ``path``."""
 
-    #: Where the file is mounted (absolute).
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _FILE_RULES})
+
+    #: Where the file is mounted (absolute; not in /var/run/secrets/testenv, nor a directory
+    #: above it).
     path: CheckedPath
     #: The file's text.
     content: Annotated[str, Field(max_length=16384, pattern=ENV_VALUE)]
+
+    @field_validator("path")
+    @classmethod
+    def _not_above_reserved(cls, path: str) -> str:
+        if any(r.startswith(path + "/") for r in RESERVED_PATHS):
+            raise ValueError(
+                f"file {path!r} cannot replace a directory the operator mounts the "
+                f"environment's secrets in ({SECRETS_MOUNT_PATH})"
+            )
+        return path
 
 
 class ScratchDir(_Model):
     """A writable, empty directory (an emptyDir) at ``path``; /tmp always is one."""
 
-    #: Where the directory is mounted (absolute).
+    #: Where the directory is mounted (absolute; not in /var/run/secrets/testenv).
     path: CheckedPath
     #: The most the directory may hold.
     size_limit: Quantity = "256Mi"

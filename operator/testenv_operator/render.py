@@ -30,6 +30,7 @@ from testenv.api import (
     KIND,
     MANAGED_BY,
     PROJECT_VERSION,
+    SECRETS_MOUNT_PATH,
     SERVICE_LABEL,
     SERVICES_SECRET,
     TEMPLATE_HASH_ANNOTATION,
@@ -305,6 +306,30 @@ def _wait_container(
     }
 
 
+SECRETS_VOLUME = "testenv-secrets"
+
+
+def secrets_volume(env: list[Obj]) -> Obj:
+    """A projected volume of exactly the Secret keys ``env`` reads, each at
+    ``<secret>/<key>``: mounted at SECRETS_MOUNT_PATH, it has the kubelet fetch them before it
+    creates the container (see testenv.api.SECRETS_MOUNT_PATH for why)."""
+    keys: dict[str, set[str]] = {}
+    for var in env:
+        ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+        if ref is not None:
+            keys.setdefault(ref["name"], set()).add(ref["key"])
+    sources = [
+        {
+            "secret": {
+                "name": secret,
+                "items": [{"key": k, "path": f"{secret}/{k}"} for k in sorted(names)],
+            }
+        }
+        for secret, names in sorted(keys.items())
+    ]
+    return {"name": SECRETS_VOLUME, "projected": {"defaultMode": 0o440, "sources": sources}}
+
+
 def files_configmap_name(workload: ServiceSpec | JobSpec) -> str:
     return f"{workload.name}-files"
 
@@ -332,8 +357,11 @@ def _container(
         )
     if workload.files:
         volumes.append({"name": "files", "configMap": {"name": files_configmap_name(workload)}})
+    env = container_env(name, namespace, spec, workload)
+    mounts.append({"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH, "readOnly": True})
+    volumes.append(secrets_volume(env))
     container: dict[str, Any] = {
-        "env": container_env(name, namespace, spec, workload),
+        "env": env,
         "mounts": mounts,
         "volumes": volumes,
         "ports": [],

@@ -226,6 +226,29 @@ MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
         "must not contain '.' or '..' segments",
     ),
     ("scratch-on-tmp", {"services": [{**SVC, "scratch": [{"path": "/tmp"}]}]}, "not /tmp"),
+    (
+        "file-in-the-secrets-mount",
+        {"services": [{**SVC, "files": [{"path": "/run/secrets/testenv/k", "content": ""}]}]},
+        "path is reserved: the operator mounts the environment's secrets",
+    ),
+    (
+        "scratch-on-the-secrets-mount",
+        {
+            "jobs": [
+                {
+                    "name": "j",
+                    "image": "testenv/x",
+                    "scratch": [{"path": "/var/run/secrets/testenv"}],
+                }
+            ]
+        },
+        "path is reserved",
+    ),
+    (
+        "file-replacing-a-directory-of-the-secrets-mount",
+        {"services": [{**SVC, "files": [{"path": "/var/run", "content": ""}]}]},
+        "a file cannot replace a directory the operator mounts",
+    ),
     ("root-user", {"services": [{**SVC, "runAsUser": 0}]}, "runAsUser"),
     (
         "negative-group",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,17 @@ def test_the_result_is_kept_before_the_start_completes() -> None:
     result = asyncio.run(launcher._start(_InstantProvider()))  # type: ignore[arg-type]
     assert launcher.result is result
     assert launcher.environment.name == "x"
+
+
+def test_loading_the_library_leaves_command_line_packages_alone() -> None:
+    """A session pays for what it uses: httpx's own command line (click, pygments, rich) is
+    not loaded with the library, and httpx still works."""
+    probe = (
+        "import sys, testenv\n"
+        "testenv.DevLauncher, testenv.ServiceDiscovery, testenv.AuthTestClient\n"
+        "import httpx\n"
+        "assert httpx.Client().base_url is not None\n"
+        "print(sorted(m for m in ('click', 'pygments', 'rich', 'typer') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

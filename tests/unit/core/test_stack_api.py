@@ -65,6 +65,18 @@ def test_dependency_cycle_names_the_cycle() -> None:
             "files and scratch paths must be distinct",
         ),
         (
+            {"services": [svc("a", files=[{"path": "/var/run/secrets/testenv/x", "content": ""}])]},
+            "path is reserved: the operator mounts the environment's secrets",
+        ),
+        (
+            {"services": [svc("a", scratch=[{"path": "/run/secrets/testenv"}])]},
+            "path is reserved",
+        ),
+        (
+            {"services": [svc("a", files=[{"path": "/run/secrets", "content": ""}])]},
+            "cannot replace a directory the operator mounts",
+        ),
+        (
             {"services": [svc("a", probe={"tcp": {"port": "nope"}})]},
             "the probe names port 'nope'",
         ),

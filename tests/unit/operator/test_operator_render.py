@@ -106,9 +106,50 @@ def test_container_contract() -> None:
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert c["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "testenv-secrets", "mountPath": "/var/run/secrets/testenv", "readOnly": True},
+    ]
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_secret_keys_the_env_reads_are_mounted_too() -> None:
+    """The kubelet fetches a mounted Secret with its volume retries before it creates the
+    container: the env's secretKeyRefs then never meet an unsynced cache. Exactly the keys
+    the env reads are projected, nothing else of either Secret."""
+    spec = TestEnvironmentSpec.model_validate(
+        {
+            "secrets": [{"name": "api-token"}, {"name": "unused"}],
+            "services": [
+                {"name": "db", "preset": "postgres"},
+                {
+                    "name": "api",
+                    "image": "x",
+                    "env": [
+                        {"name": "TOKEN", "secret": "api-token"},
+                        {"name": "DB", "service": {"name": "db", "field": "dsn"}},
+                    ],
+                },
+            ],
+        }
+    )
+    pod = render_deployment("e", UID, spec, spec.service("api"))["spec"]["template"]["spec"]
+    refs = {
+        (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in pod["containers"][0]["env"]
+        if "valueFrom" in e
+    }
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "testenv-secrets"]
+    projected = {
+        (src["secret"]["name"], item["key"], item["path"])
+        for src in volume["projected"]["sources"]
+        for item in src["secret"]["items"]
+    }
+    assert {(name, key) for name, key, _ in projected} == refs
+    assert ("testenv-credentials", "unused") not in refs
+    assert all(path == f"{name}/{key}" for name, key, path in projected)
+    assert volume["projected"]["defaultMode"] == 0o440
 
 
 def test_url_variable_of_dashed_names() -> None:
