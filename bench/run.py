@@ -629,26 +629,37 @@ def round_concurrent_product(n: int, spec: dict[str, Any]) -> float:
         )
 
 
-def bench_concurrency(levels: list[int], tag: str) -> list[dict[str, Any]]:
-    """N one-service environments at once against N bare pods at once (the same pods)."""
+def bench_concurrency(levels: list[int], tag: str, rounds: int) -> list[dict[str, Any]]:
+    """N one-service environments at once against N bare pods at once (the same pods),
+    ``rounds`` times each, the floor and the product alternating."""
     spec = web_spec(tag + "-conc", services=1)
     pid = operator_process()
     out = []
     for n in levels:
-        floor = round_floor(n, settle=True)
-        cpu0, _ = cpu_and_rss(pid)
-        product = round_concurrent_product(n, spec)
-        cpu1, rss = cpu_and_rss(pid)
-        print(f"concurrency {n}: floor {floor:.2f}s  testenv {product:.2f}s", flush=True)
+        floors: list[float] = []
+        products: list[float] = []
+        cpu: list[float] = []
+        rss: float | None = None
+        for _ in range(rounds):
+            floors.append(round_floor(n, settle=True))
+            cpu0, _ = cpu_and_rss(pid)
+            products.append(round_concurrent_product(n, spec))
+            cpu1, rss = cpu_and_rss(pid)
+            if cpu0 is not None and cpu1 is not None:
+                cpu.append(cpu1 - cpu0)
+            print(
+                f"concurrency {n}: floor {floors[-1]:.2f}s  testenv {products[-1]:.2f}s",
+                flush=True,
+            )
         entry = figure(
             "concurrency",
             f"{n} one-service environments at once",
-            [product],
+            products,
             f"{n} floor pods at once",
-            [floor],
+            floors,
             target="≤ 1.2x floor at 20",
         )
-        entry["operator_cpu_s"] = None if cpu0 is None or cpu1 is None else round(cpu1 - cpu0, 2)
+        entry["operator_cpu_s"] = round(statistics.median(cpu), 2) if cpu else None
         entry["operator_rss_mb"] = None if rss is None else round(rss, 1)
         out.append(entry)
     return out
@@ -905,7 +916,8 @@ def main(argv: list[str] | None = None) -> int:
     if "pytest" in chosen:
         figures += bench_pytest(rounds, tag)
     if "concurrency" in chosen:
-        figures += bench_concurrency([1, 3] if args.quick else [1, 5, 10, 20], tag)
+        levels = [1, 3] if args.quick else [1, 5, 10, 20]
+        figures += bench_concurrency(levels, tag, 1 if args.quick else max(1, rounds // 3))
     if "portforward" in chosen:
         figures += bench_portforward(rounds)
     if "scale" in chosen:
