@@ -239,6 +239,8 @@ class RenderOptions:
 
     #: The init container that waits for dependencies (the operator's image).
     wait: str = DEFAULT_WAIT_IMAGE
+    #: Mount the Secret keys a container's env reads (see testenv.api.SECRETS_MOUNT_PATH).
+    mount_secrets: bool = True
     #: Images loaded into the nodes: ``IfNotPresent``. Every other image is pulled
     #: ``Always``, so that an image cached on a node for someone else cannot be run without
     #: the registry's say (its credentials are checked on every pull).
@@ -358,8 +360,9 @@ def _container(
     if workload.files:
         volumes.append({"name": "files", "configMap": {"name": files_configmap_name(workload)}})
     env = container_env(name, namespace, spec, workload)
-    mounts.append({"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH, "readOnly": True})
-    volumes.append(secrets_volume(env))
+    if options.mount_secrets:
+        mounts.append({"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH, "readOnly": True})
+        volumes.append(secrets_volume(env))
     container: dict[str, Any] = {
         "env": env,
         "mounts": mounts,

@@ -54,11 +54,17 @@ class Settings(BaseSettings):
 
     # Address ranges environments never reach, even with network.egress: internet (JSON).
     private_cidrs: tuple[str, ...] = PRIVATE_CIDRS
+    # Mount the Secret keys a container's env reads, so that the kubelet waits for its Secret
+    # cache before it creates the container (testenv.api.SECRETS_MOUNT_PATH says why).
+    mount_secrets: bool = True
 
     @property
     def render_options(self) -> RenderOptions:
         return RenderOptions(
-            wait=self.wait_image, local=self.local_images, private_cidrs=self.private_cidrs
+            wait=self.wait_image,
+            local=self.local_images,
+            private_cidrs=self.private_cidrs,
+            mount_secrets=self.mount_secrets,
         )
 
     @field_validator("log_level", "posting_level", mode="before")

@@ -232,3 +232,17 @@ def test_network_policies_deny_by_default_and_open_only_what_is_asked() -> None:
     block = open_["testenv-allow-internet"]["egress"][0]["to"][0]["ipBlock"]
     assert block["cidr"] == "0.0.0.0/0"
     assert {"10.0.0.0/8", "169.254.0.0/16", "192.168.0.0/16"} <= set(block["except"])
+
+
+def test_without_mounted_secrets_the_env_alone_reads_them() -> None:
+    """TESTENV_MOUNT_SECRETS=false: the pod has no secrets volume, the env is unchanged."""
+    spec = TestEnvironmentSpec()
+    options = RenderOptions(mount_secrets=False)
+    dep = render_deployment("demo", UID, spec, spec.service("backend"), options)
+    pod = dep["spec"]["template"]["spec"]
+    assert all(v["name"] != "testenv-secrets" for v in pod["volumes"])
+    assert all(m["name"] != "testenv-secrets" for m in pod["containers"][0]["volumeMounts"])
+    default = render_deployment("demo", UID, spec, spec.service("backend"))
+    assert (
+        pod["containers"][0]["env"] == default["spec"]["template"]["spec"]["containers"][0]["env"]
+    )
