@@ -485,6 +485,12 @@ def bench_pytest(rounds: int, tag: str) -> list[dict[str, Any]]:
     def add(key: str, value: float) -> None:
         series.setdefault(key, []).append(value)
 
+    def add_overhead(mode: str, whole: float, report: dict[str, Any]) -> None:
+        """What the plugin costs beyond pytest itself (this round's empty session) and the
+        environment's own startup."""
+        startup = report.get("startup_time") or 0.0
+        added.setdefault(mode, []).append(whole - startup - series["empty exit"][-1])
+
     with tempfile.TemporaryDirectory() as tmp, pool(spec, size=2) as pool_name:
         root = Path(tmp)
         empty, env = root / "empty", root / "env"
@@ -508,18 +514,14 @@ def bench_pytest(rounds: int, tag: str) -> list[dict[str, Any]]:
                 first, whole, report = session(env, *common, *extra)
                 add(f"{mode} first", first)
                 add(f"{mode} exit", whole)
-                # What the plugin costs beyond pytest itself (this round's empty session)
-                # and the environment's own startup.
-                startup = report.get("startup_time") or 0.0
-                added.setdefault(mode, []).append(whole - startup - series["empty exit"][-1])
+                add_overhead(mode, whole, report)
             # Reuse: a kept environment from the first round on.
             first, whole, report = session(env, *common, "--testenv-reuse", "--testenv-pool=off")
             reused_name = (report.get("environment") or {}).get("name") or reused_name
             if i > 0 or rounds == 1:
                 add("reused first", first)
                 add("reused exit", whole)
-                startup = report.get("startup_time") or 0.0
-                added.setdefault("reused", []).append(whole - startup - series["empty exit"][-1])
+                add_overhead("reused", whole, report)
             print(
                 f"pytest round {i + 1}/{rounds}: "
                 + "  ".join(f"{k} {v[-1]:.2f}s" for k, v in series.items()),

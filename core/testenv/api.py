@@ -248,6 +248,10 @@ RESERVED_PATHS: Final = (SECRETS_MOUNT_PATH, "/run/secrets/testenv")
 _RESERVED_PATH_MESSAGE: Final = (
     f"path is reserved: the operator mounts the environment's secrets at {SECRETS_MOUNT_PATH}"
 )
+_ABOVE_RESERVED_MESSAGE: Final = (
+    "a file cannot replace a directory the operator mounts the environment's secrets in "
+    f"({SECRETS_MOUNT_PATH})"
+)
 
 
 def _no_dot_segments(path: str) -> str:
@@ -433,8 +437,7 @@ class Probe(_Model):
 _FILE_RULES: Final[Any] = [
     {
         "rule": f"{list(RESERVED_PATHS)!r}.all(r, !r.startsWith(self.path + '/'))",
-        "message": "a file cannot replace a directory the operator mounts the environment's "
-        f"secrets in ({SECRETS_MOUNT_PATH})",
+        "message": _ABOVE_RESERVED_MESSAGE,
     }
 ]
 
@@ -454,10 +457,7 @@ class FileSpec(_Model):
     @classmethod
     def _not_above_reserved(cls, path: str) -> str:
         if any(r.startswith(path + "/") for r in RESERVED_PATHS):
-            raise ValueError(
-                f"file {path!r} cannot replace a directory the operator mounts the "
-                f"environment's secrets in ({SECRETS_MOUNT_PATH})"
-            )
+            raise ValueError(f"{path!r}: {_ABOVE_RESERVED_MESSAGE}")
         return path
 
 
