@@ -51,6 +51,7 @@ from testenv_operator.cache import ApiReads, Reads
 from testenv_operator.kube import Conflict, KubeClient, KubeError
 from testenv_operator.settings import Settings
 from testenv_operator.status import (
+    STICKY_REASONS,
     JobObservation,
     Observation,
     ServiceObservation,
@@ -143,6 +144,9 @@ class EnvState:
     reapply: bool = False
     #: The status this operator last wrote (it is the only writer): newer than a cache may be.
     written_status: Obj | None = None
+    #: When this operator last wrote the status (progress is written at most once a
+    #: ``status_interval``: see ``Reconciler._progress_held_until``).
+    written_at: datetime | None = None
     #: The discovery data last applied (a cache may not show it yet).
     published: Obj | None = None
     #: Services and jobs whose Deployment or Job was applied (the others wait: dependsOn).
@@ -160,6 +164,11 @@ class RefreshResult:
     status: TestEnvironmentStatus
     missing: list[str]  # objects that should exist but do not (Deployment/x, Service/x)
     wake_at: datetime | None  # the next deadline worth waking up for
+
+
+#: The status fields whose changes while provisioning are only progress (written at most once
+#: a ``status_interval``).
+PROGRESS_FIELDS = frozenset({"services", "readyServices", "message", "conditions", "timings"})
 
 
 def _status_changed(old: Obj | None, new: TestEnvironmentStatus) -> bool:
@@ -273,10 +282,10 @@ class Reconciler:
         state.applied_at = self.clock()
         state.reapply = False
         state.published = None
-        what = f"{len(objects) + 1} objects in namespace {env.namespace}"
-        if created_secret:
-            self._event(env, "Normal", "NamespaceReady", f"created namespace {env.namespace}")
-        self._event(env, "Normal", "Applied" if first else "Reapplied", f"applied {what}")
+        what = f"applied {len(objects) + 1} objects in namespace {env.namespace}"
+        if created_secret:  # one event, not two: each is an API write
+            what = f"created namespace {env.namespace}; {what}"
+        self._event(env, "Normal", "Applied" if first else "Reapplied", what)
         return True
 
     async def _workloads(self, env: Environment) -> tuple[dict[str, Obj], dict[str, Obj]]:
@@ -607,14 +616,14 @@ class Reconciler:
             await self.kube.apply(discovery)
             state.published = discovery["data"]
             obs.discovery_published = True
-            status = compute_status(obs, previous)
-            self._event(
-                env, "Normal", "DiscoveryPublished", f"published ConfigMap {DISCOVERY_CONFIGMAP}"
-            )
+            status = compute_status(obs, previous)  # its Ready event says "discovery published"
 
-        if _status_changed(env.body.get("status"), status):
+        changed = _status_changed(env.body.get("status"), status)
+        held_until = self._progress_held_until(state, previous, status) if changed else None
+        if changed and held_until is None:
             written = await self.kube.patch_status(env.name, status_patch(status))
             state.written_status = (written or {}).get("status") or status.to_wire()
+            state.written_at = self.clock()
             self._post_transitions(env, previous, status)
 
         deadlines = [
@@ -622,18 +631,52 @@ class Reconciler:
             for so, st in zip(obs.services, status.services, strict=True)
             if not st.ready and so.deadline is not None and so.deadline > obs.now
         ]
+        if held_until is not None:
+            deadlines.append(held_until)
         if missing and state.applied_at is not None and not self._settled(state):
             # Look again once the reads can be trusted (a dependency just became Ready).
             deadlines.append(state.applied_at + self.reads.lag)
         return RefreshResult(status, missing, min(deadlines) if deadlines else None)
 
+    def _progress_held_until(
+        self,
+        state: EnvState,
+        previous: TestEnvironmentStatus | None,
+        status: TestEnvironmentStatus,
+    ) -> datetime | None:
+        """When a changed status that only reports progress may be written (None: now).
+
+        Every status write is an API write, a watch event for each watcher of the
+        TestEnvironment and a pass of the operator; a provisioning pod changes the status
+        three or four times a second apart. A new phase (Ready, Failed...), a failure reason
+        (sticky, with its evidence), a new generation and the first status are never held."""
+        interval = timedelta(seconds=self.settings.status_interval)
+        if (
+            not interval
+            or previous is None
+            or state.written_at is None
+            or previous.phase is not Phase.PROVISIONING
+            or status.phase is not Phase.PROVISIONING
+            or any(s.reason in STICKY_REASONS for s in status.services)
+        ):
+            return None
+        old, new = previous.to_wire(), status.to_wire()
+        if any(old.get(key) != new.get(key) for key in (old.keys() | new.keys()) - PROGRESS_FIELDS):
+            return None  # a reset, a job, a new generation...: at once
+        due = state.written_at + interval
+        return due if due > self.clock() else None
+
     def _post_transitions(
         self, env: Environment, old: TestEnvironmentStatus | None, new: TestEnvironmentStatus
     ) -> None:
         before = {s.name: s for s in (old.services if old else [])}
+        # A service that turns Ready with its environment is told by the environment's event.
+        all_ready_now = new.phase is Phase.READY and (old is None or old.phase is not Phase.READY)
         for svc in new.services:
             prev = before.get(svc.name)
             if svc.ready and not (prev and prev.ready):
+                if all_ready_now:
+                    continue
                 self._event(env, "Normal", "ServiceReady", f"service {svc.name} is Ready")
             elif svc.reason and svc.message and (prev is None or prev.reason != svc.reason):
                 if svc.reason in {

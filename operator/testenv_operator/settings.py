@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     watch_client_timeout: int = Field(330, ge=10)
     # Re-check every environment at least this often, even without events (seconds).
     resync_interval: float = Field(60.0, gt=0)
+    # While an environment is provisioning, progress-only status changes (a pod scheduled, a
+    # container started, one more service Ready) are written at most this often (seconds; 0:
+    # each at once). A new phase, a failure reason or a new generation is written at once.
+    status_interval: float = Field(1.0, ge=0)
     # Events posted for TestEnvironments at or above this level.
     posting_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_tail_lines: int = Field(5, ge=0, le=100)

@@ -192,3 +192,34 @@ def test_loading_the_library_leaves_command_line_packages_alone() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_an_async_api_request_does_not_search_the_import_path() -> None:
+    """httpcore looks up sniffio inside every async lock, event and shield it sets up; a
+    failed import is not cached, so without sniffio installed every API request of the
+    operator and the plugin walks sys.path again (encode/httpcore#1103)."""
+    import importlib.abc
+    import importlib.machinery
+
+    from httpcore import _synchronization
+
+    searched: list[str] = []
+
+    class Recorder(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, *_: object) -> importlib.machinery.ModuleSpec | None:
+            searched.append(name)
+            return None
+
+    async def set_up_like_a_request() -> None:
+        _synchronization.AsyncEvent().set()
+        with _synchronization.AsyncShieldCancellation():
+            pass
+
+    asyncio.run(set_up_like_a_request())  # anything loaded once is loaded now
+    recorder = Recorder()
+    sys.meta_path.insert(0, recorder)
+    try:
+        asyncio.run(set_up_like_a_request())
+    finally:
+        sys.meta_path.remove(recorder)
+    assert searched == []

@@ -48,9 +48,9 @@ def body(kube: FakeKube) -> dict[str, Any]:
     return found
 
 
-def make_ready(kube: FakeKube) -> None:
+def make_one_ready(kube: FakeKube, service: str) -> None:
     for (kind, ns, name), obj in list(kube.objects.items()):
-        if kind == "Deployment":
+        if kind == "Deployment" and name == service:
             obj["status"] = {
                 "observedGeneration": 1,
                 "replicas": 1,
@@ -64,6 +64,12 @@ def make_ready(kube: FakeKube) -> None:
                 labels={"testenv.dev/environment": "demo", "testenv.dev/service": name},
             )
             kube.put(p)
+
+
+def make_ready(kube: FakeKube) -> None:
+    for kind, _, name in list(kube.objects):
+        if kind == "Deployment":
+            make_one_ready(kube, name)
 
 
 async def test_reconcile_applies_everything(rec: Reconciler, kube: FakeKube) -> None:
@@ -90,8 +96,11 @@ async def test_ready_publishes_discovery(
     assert status["phase"] == "Ready"
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
-    reasons = [r for _, r, _ in events]
-    assert "DiscoveryPublished" in reasons and "Ready" in reasons
+    # One event tells it all: a service turning Ready with its environment and the discovery
+    # being published are in the environment's Ready event, not events of their own.
+    ready_events = [m for _, r, m in events if r == "Ready"]
+    assert len(ready_events) == 1 and "discovery published" in ready_events[0]
+    assert not {"ServiceReady", "DiscoveryPublished"} & {r for _, r, _ in events}
 
 
 async def test_secret_is_never_regenerated(rec: Reconciler, kube: FakeKube) -> None:
@@ -242,3 +251,44 @@ async def test_namespace_deleted_behind_the_operators_back_is_reported_then_recr
     new_secret = (kube.find("Secret", "testenv-secrets", "testenv-demo") or {})["data"]
     assert new_secret != old_secret
     assert body(kube)["status"]["phase"] == "Provisioning"
+
+
+async def test_progress_is_written_once_a_second_a_new_phase_at_once(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    """Each status write is an API write and a watch event for every watcher: while an
+    environment provisions, progress is written at most once a status_interval (1 s), and the
+    monitor is woken for it; Ready (or any new phase) is written at once."""
+    clock = rec.clock
+    assert isinstance(clock, Clock)
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["readyServices"] == "0/3"
+    first = sorted(n for k, _, n in kube.objects if k == "Deployment")[0]
+    make_one_ready(kube, first)
+    clock.now += timedelta(seconds=0.4)
+    result = await rec.reconcile(body(kube))
+    assert result is not None and result.status.ready_services == "1/3"
+    assert body(kube)["status"]["readyServices"] == "0/3"  # held...
+    assert result.wake_at == clock.now + timedelta(seconds=0.6)  # ...until a second is up
+    clock.now += timedelta(seconds=0.6)
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["readyServices"] == "1/3"
+    make_ready(kube)
+    clock.now += timedelta(seconds=0.1)
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["phase"] == "Ready"
+
+
+async def test_status_interval_zero_writes_every_change(
+    kube: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    rec = Reconciler(
+        kube,
+        Settings(status_interval=0),
+        lambda body, t, r, m: events.append((t, r, m)),
+        clock=Clock(),
+    )
+    await rec.reconcile(body(kube))
+    make_one_ready(kube, sorted(n for k, _, n in kube.objects if k == "Deployment")[0])
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["readyServices"] == "1/3"
