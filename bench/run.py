@@ -313,6 +313,29 @@ def wait_pool_ready(name: str, count: int) -> None:
     )
 
 
+def settle(pool_name: str | None = None) -> None:
+    """Wait for the previous step's leftovers: no namespace terminating (a deleted
+    environment's pods stop and give back their CPU) and the pool full again (its refill's
+    pods started). Each session is then timed on a cluster as quiet as its baseline's; what
+    a session itself sets off (a claimed environment's refill, its own teardown) still
+    counts."""
+    terminating = kubectl(
+        "get",
+        "namespaces",
+        "-o",
+        'jsonpath={range .items[?(@.status.phase=="Terminating")]}{.metadata.name}{"\\n"}{end}',
+    ).split()
+    if terminating:
+        kubectl(
+            "wait",
+            "--for=delete",
+            *(f"namespace/{name}" for name in terminating),
+            f"--timeout={WAIT}",
+        )
+    if pool_name is not None:
+        wait_pool_ready(pool_name, 2)
+
+
 def round_claim(spec: dict[str, Any]) -> float:
     """A claim to a usable environment: claimed, Ready, its discovery readable (what a
     client needs before it forwards)."""
@@ -504,18 +527,20 @@ def bench_pytest(rounds: int, tag: str) -> list[dict[str, Any]]:
         common = ["--testenv-spec=spec.yaml", "--testenv-report=report.json"]
         reused_name = None
         for i in range(rounds):
+            settle(pool_name)
             first, whole, _ = session(empty)
             add("empty first", first)
             add("empty exit", whole)
+            settle(pool_name)
             add("kubetest exit", kubetest_peer.session(peer, root / "kubetest")[0])
             for mode, extra in (("fresh", ["--testenv-pool=off"]), ("claimed", [])):
-                if mode == "claimed":
-                    wait_pool_ready(pool_name, 2)
+                settle(pool_name)
                 first, whole, report = session(env, *common, *extra)
                 add(f"{mode} first", first)
                 add(f"{mode} exit", whole)
                 add_overhead(mode, whole, report)
             # Reuse: a kept environment from the first round on.
+            settle(pool_name)
             first, whole, report = session(env, *common, "--testenv-reuse", "--testenv-pool=off")
             reused_name = (report.get("environment") or {}).get("name") or reused_name
             if i > 0 or rounds == 1:

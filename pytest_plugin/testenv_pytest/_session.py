@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import gc
 import json
 import queue
 import shutil
@@ -118,6 +119,11 @@ class TestenvSession:
             if not isinstance(exc, KeyboardInterrupt):
                 self.error = exc
             raise
+        # What exists now lives as long as the session: the library's modules, the clients,
+        # the models. Frozen, it is no longer walked by the garbage collections that follow
+        # (pytest's own at the end of the run among them); what the tests create is
+        # collected as before.
+        gc.freeze()
         return self.result
 
     def wait_quietly(self) -> None:
