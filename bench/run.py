@@ -479,18 +479,33 @@ def test_first():
 
 
 def session(workdir: Path, *args: str) -> tuple[float, float, dict[str, Any]]:
-    """(start to first test, start to exit, the plugin's report)."""
+    """(start to first test, start to exit, the plugin's report).
+
+    Every session, the empty one too, loads pytest and the testenv plugin only: the other
+    plugins of this virtualenv (hypothesis imports its whole package in its terminal
+    summary) would add to both sides, and more to the side that shares the CPU with a
+    starting environment."""
     report = workdir / "report.json"
     report.unlink(missing_ok=True)
     started = time.time()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "testenv_pytest.plugin",
+            *args,
+        ],
         cwd=workdir,
         capture_output=True,
         text=True,
         check=False,
         stdin=subprocess.DEVNULL,
-        env=session_env(),
+        env={**session_env(), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
     )
     ended = time.time()
     if done.returncode != 0:

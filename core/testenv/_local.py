@@ -99,7 +99,8 @@ class LocalServices:
                 urls={n: f"http://127.0.0.1:{p.port}" for n, p in self.procs.items()},
             )
         )
-        env[ENV_SECRET_KEY] = secret
+        if proc.spec.secret_key:
+            env[ENV_SECRET_KEY] = secret
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

@@ -510,6 +510,11 @@ class _Workload(_Model):
     run_as_user: Annotated[int, Field(ge=1, le=MAX_ID)] = DEFAULT_UID
     #: The gid (also the pod's fsGroup: writable volumes belong to it).
     run_as_group: Annotated[int, Field(ge=1, le=MAX_ID)] = DEFAULT_UID
+    #: Give the container ``TESTENV_SECRET_KEY``, the environment's generated secret (e.g. to
+    #: sign tokens). Off unless asked for: no other container holds it, and a pod that reads
+    #: no Secret does not wait for the kubelet to be allowed to read one (up to ~2 s on a new
+    #: pod: ARCHITECTURE.md).
+    secret_key: bool = False
 
     @field_validator("env")
     @classmethod
@@ -823,6 +828,7 @@ def reference_services(tag: str = REFERENCE_IMAGE_TAG) -> list[ServiceSpec]:
             # reads the users table) once the schema exists.
             depends_on=["db"],
             env=[_dsn("AUTH_DATABASE_URL", "db")],
+            secret_key=True,  # it signs the tokens
         ),
         ServiceSpec(
             name="backend",

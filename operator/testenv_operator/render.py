@@ -177,12 +177,13 @@ def container_env(
     if not isinstance(workload, ServiceSpec):
         plain.pop(ENV_PORT)
     env: list[Obj] = [{"name": k, "value": v} for k, v in plain.items()]
-    env.append(
-        {
-            "name": ENV_SECRET_KEY,
-            "valueFrom": {"secretKeyRef": {"name": SERVICES_SECRET, "key": SECRET_KEY}},
-        }
-    )
+    if workload.secret_key:
+        env.append(
+            {
+                "name": ENV_SECRET_KEY,
+                "valueFrom": {"secretKeyRef": {"name": SERVICES_SECRET, "key": SECRET_KEY}},
+            }
+        )
     for var in workload.effective_env():
         if var.secret is not None:
             env.append({"name": var.name, "valueFrom": _secret_ref(var.secret)})
@@ -311,10 +312,11 @@ def _wait_container(
 SECRETS_VOLUME = "testenv-secrets"
 
 
-def secrets_volume(env: list[Obj]) -> Obj:
+def secrets_volume(env: list[Obj]) -> Obj | None:
     """A projected volume of exactly the Secret keys ``env`` reads, each at
     ``<secret>/<key>``: mounted at SECRETS_MOUNT_PATH, it has the kubelet fetch them before it
-    creates the container (see testenv.api.SECRETS_MOUNT_PATH for why)."""
+    creates the container (see testenv.api.SECRETS_MOUNT_PATH for why). None if it reads
+    none."""
     keys: dict[str, set[str]] = {}
     for var in env:
         ref = (var.get("valueFrom") or {}).get("secretKeyRef")
@@ -329,6 +331,8 @@ def secrets_volume(env: list[Obj]) -> Obj:
         }
         for secret, names in sorted(keys.items())
     ]
+    if not sources:
+        return None
     return {"name": SECRETS_VOLUME, "projected": {"defaultMode": 0o440, "sources": sources}}
 
 
@@ -360,9 +364,10 @@ def _container(
     if workload.files:
         volumes.append({"name": "files", "configMap": {"name": files_configmap_name(workload)}})
     env = container_env(name, namespace, spec, workload)
-    if options.mount_secrets:
+    secrets = secrets_volume(env) if options.mount_secrets else None
+    if secrets is not None:
         mounts.append({"name": SECRETS_VOLUME, "mountPath": SECRETS_MOUNT_PATH, "readOnly": True})
-        volumes.append(secrets_volume(env))
+        volumes.append(secrets)
     container: dict[str, Any] = {
         "env": env,
         "mounts": mounts,

@@ -97,9 +97,7 @@ def test_container_contract() -> None:
     assert env["TESTENV_NAMESPACE"] == "testenv-demo"
     assert env["TESTENV_AUTH_URL"] == "http://auth.testenv-demo.svc.cluster.local:8080"
     assert env["TESTENV_FRONTEND_URL"] == "http://frontend.testenv-demo.svc.cluster.local:8082"
-    assert env["TESTENV_SECRET_KEY"] == {
-        "secretKeyRef": {"name": "testenv-secrets", "key": "secret-key"}
-    }
+    assert "TESTENV_SECRET_KEY" not in env  # only auth asks for it (secretKey: true)
     sc = c["securityContext"]
     assert sc["runAsNonRoot"] and sc["runAsUser"] == 10001
     assert sc["allowPrivilegeEscalation"] is False
@@ -112,6 +110,24 @@ def test_container_contract() -> None:
     ]
     assert c["imagePullPolicy"] == "IfNotPresent"
     assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+
+
+def test_only_a_workload_that_asks_gets_the_secret_key() -> None:
+    """``secretKey: true`` gives a container TESTENV_SECRET_KEY (read from the Secret, never
+    a literal); any other container reads no Secret at all: no env reference, no volume (its
+    pod then never waits for the kubelet to be allowed to read a Secret)."""
+    spec = TestEnvironmentSpec()
+    auth = render_deployment("demo", UID, spec, spec.service("auth"))["spec"]["template"]
+    (c,) = auth["spec"]["containers"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+    assert env["TESTENV_SECRET_KEY"] == {
+        "secretKeyRef": {"name": "testenv-secrets", "key": "secret-key"}
+    }
+    frontend = render_deployment("demo", UID, spec, spec.service("frontend"))["spec"]["template"]
+    (c,) = frontend["spec"]["containers"]
+    assert not [e for e in c["env"] if "valueFrom" in e or e["name"] == "TESTENV_SECRET_KEY"]
+    assert not [v for v in frontend["spec"]["volumes"] if "projected" in v or "secret" in v]
+    assert {m["name"] for m in c["volumeMounts"]} == {"tmp"}
 
 
 def test_secret_keys_the_env_reads_are_mounted_too() -> None:
