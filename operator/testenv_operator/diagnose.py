@@ -119,15 +119,25 @@ def pending_reason(pods: Iterable[Obj], deployment: Obj | None) -> tuple[str, st
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
                 return str(cond.get("reason") or "Unschedulable"), str(cond.get("message") or "")
     for pod in live:
-        for cs in _container_statuses(pod):
+        statuses = _container_statuses(pod)
+        if not statuses:  # scheduled, the kubelet has not reported its containers yet
+            return "ContainerCreating", WAITING_MESSAGES["ContainerCreating"]
+        for cs in statuses:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             if waiting.get("reason"):
                 reason, message = str(waiting["reason"]), str(waiting.get("message") or "")
                 if _transient(reason, message):
                     # Not the fatal reason's name: a failure keyed on it would stick.
                     return SYNCING_CONFIG, message
-                return reason, message
+                return reason, message or WAITING_MESSAGES.get(reason, reason)
     return "NotReady", "waiting for the readiness probe"
+
+
+#: What the kubelet's usual waiting reasons mean, for the ones it gives without a message.
+WAITING_MESSAGES = {
+    "ContainerCreating": "starting the pod (volumes, sandbox, image)",
+    "PodInitializing": "running the init containers",
+}
 
 
 def last_events(events: Iterable[Obj], limit: int = 3, secrets: Collection[str] = ()) -> list[str]:

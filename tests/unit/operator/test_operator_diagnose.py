@@ -89,3 +89,28 @@ def test_pending_reason() -> None:
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "cpu"}
     ]
     assert diagnose.pending_reason([unsched], {"status": {}}) == ("Unschedulable", "cpu")
+
+
+def test_a_starting_pod_says_what_it_waits_for() -> None:
+    """The status message of a starting service is never blank, and it does not go from
+    "waiting for the readiness probe" back to "starting" while the kubelet reports the pod."""
+    deployment: dict[str, object] = {"status": {}}
+    reported_nothing = pod("p", "svc")
+    reported_nothing["status"].pop("containerStatuses")
+    assert diagnose.pending_reason([reported_nothing], deployment) == (
+        "ContainerCreating",
+        "starting the pod (volumes, sandbox, image)",
+    )
+    creating = pod("p", "svc", waiting="ContainerCreating")
+    assert diagnose.pending_reason([creating], deployment) == (
+        "ContainerCreating",
+        "starting the pod (volumes, sandbox, image)",
+    )
+    pulling = pod("p", "svc", waiting="ErrImagePull", message="pull access denied")
+    assert diagnose.pending_reason([pulling], deployment) == ("ErrImagePull", "pull access denied")
+    unknown = pod("p", "svc", waiting="SomethingNew")
+    assert diagnose.pending_reason([unknown], deployment) == ("SomethingNew", "SomethingNew")
+    assert diagnose.pending_reason([pod("p", "svc")], deployment) == (
+        "NotReady",
+        "waiting for the readiness probe",
+    )
