@@ -25,7 +25,8 @@ from testenv.api import REFERENCE_IMAGE_TAG
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.usefixtures("operator_installed")]
 
 ROOT = Path(__file__).resolve().parents[3]
-AUTH = {"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}
+# The auth server signs with TESTENV_SECRET_KEY: it asks for it.
+AUTH = {"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}", "secretKey": True}
 
 
 def _items(k: Kubectl, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:

@@ -44,7 +44,11 @@ def run_cli(
 @pytest.fixture
 def spec_file(tmp_path: Path) -> Path:
     path = tmp_path / "env.yaml"
-    path.write_text(yaml.safe_dump({"services": [{"name": "api", "image": AUTH, "port": 8080}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {"services": [{"name": "api", "image": AUTH, "port": 8080, "secretKey": True}]}
+        )
+    )
     return path
 
 

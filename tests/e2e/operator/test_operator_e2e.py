@@ -54,7 +54,13 @@ def test_minimal_sample_becomes_ready_with_discovery(k: Kubectl, envs: Any) -> N
 
 
 def test_delete_removes_the_namespace(k: Kubectl, envs: Any) -> None:
-    name = envs({"services": [{"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}]})
+    name = envs(
+        {
+            "services": [
+                {"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}", "secretKey": True}
+            ]
+        }
+    )
     k("wait", "--for=jsonpath={.status.namespace}", f"testenv/{name}", "--timeout=60s")
     ns = status(k, name)["namespace"]
     k("get", "ns", ns)
@@ -76,7 +82,7 @@ def test_unrenewed_lease_expires(k: Kubectl, envs: Any) -> None:
     assert gone.returncode == 0 or "not found" in gone.stderr, gone.stderr
 
 
-SVC = {"name": "api", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}
+SVC = {"name": "api", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}", "secretKey": True}
 MALFORMED: list[tuple[str, dict[str, Any] | str, str]] = [
     ("bad-ttl", {"ttl": "10 minutes"}, "spec.ttl"),
     ("zero-ttl", {"ttl": "0s"}, "longer than 0s"),
@@ -343,7 +349,13 @@ def test_bad_image_fails_fast(k: Kubectl, envs: Any) -> None:
 
 
 def test_deleted_deployment_is_recreated(k: Kubectl, envs: Any) -> None:
-    name = envs({"services": [{"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}]})
+    name = envs(
+        {
+            "services": [
+                {"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}", "secretKey": True}
+            ]
+        }
+    )
     wait_ready(k, name)
     ns = status(k, name)["namespace"]
     uid = k("get", "deploy", "auth", "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout
@@ -397,7 +409,15 @@ def test_images_carry_no_pytest(k: Kubectl, envs: Any, where: str, selector: str
     """The operator's and the services' images install only their own extras."""
     if not where:
         name = envs(
-            {"services": [{"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}]}
+            {
+                "services": [
+                    {
+                        "name": "auth",
+                        "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}",
+                        "secretKey": True,
+                    }
+                ]
+            }
         )
         wait_ready(k, name)
         where = status(k, name)["namespace"]

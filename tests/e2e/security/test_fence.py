@@ -108,7 +108,12 @@ def foreign_namespace(k: Kubectl) -> Iterator[str]:
 def test_an_existing_namespace_is_never_taken_over(
     k: Kubectl, envs: Any, foreign_namespace: str
 ) -> None:
-    name = envs({"namespace": foreign_namespace, "services": [{"name": "api", "image": AUTH}]})
+    name = envs(
+        {
+            "namespace": foreign_namespace,
+            "services": [{"name": "api", "image": AUTH, "secretKey": True}],
+        }
+    )
     k("wait", "--for=jsonpath={.status.phase}=Failed", f"testenv/{name}", "--timeout=60s")
     st = status(k, name)
     ready = next(c for c in st["conditions"] if c["type"] == "Ready")
@@ -125,7 +130,10 @@ def test_an_existing_namespace_is_never_taken_over(
 
 def test_user_labels_reach_workloads_but_never_the_namespace(k: Kubectl, envs: Any) -> None:
     name = envs(
-        {"labels": {"team": "qa", "pr": "42"}, "services": [{"name": "api", "image": AUTH}]}
+        {
+            "labels": {"team": "qa", "pr": "42"},
+            "services": [{"name": "api", "image": AUTH, "secretKey": True}],
+        }
     )
     k("wait", "--for=jsonpath={.status.namespace}", f"testenv/{name}", "--timeout=60s")
     ns = status(k, name)["namespace"]

@@ -24,7 +24,7 @@ from testenv.api import REFERENCE_IMAGE_TAG
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
 AUTH = f"testenv/auth:{REFERENCE_IMAGE_TAG}"
-API = {"name": "api", "image": AUTH, "port": 8080}
+API = {"name": "api", "image": AUTH, "port": 8080, "secretKey": True}
 
 #: Connects to every ``reach|block:host:port`` argument; exits 1 unless each went as expected.
 #: A refused connection counts as reached (something answered); a policy drops silently.
