@@ -58,8 +58,14 @@ class AuthSettings:
         """Read ``TESTENV_SECRET_KEY`` (or ``AUTH_SIGNING_KEY``), ``AUTH_TOKEN_TTL_SECONDS``,
         ``AUTH_SEED_USERS``, ``AUTH_DATABASE_URL`` and the server settings."""
         ttl = env_number(env, "AUTH_TOKEN_TTL_SECONDS", 3600, minimum=1, maximum=30 * 86400)
+        try:
+            secret_key = require(env, SECRET_ENV, DEV_SECRET_ENV)
+        except ConfigError as exc:  # the operator gives it only to a service that asks
+            raise ConfigError(
+                f"{exc}; in a TestEnvironment: secretKey: true on this service"
+            ) from None
         return cls(
-            secret_key=require(env, SECRET_ENV, DEV_SECRET_ENV),
+            secret_key=secret_key,
             token_ttl_seconds=int(ttl),
             seed_users=parse_seed_users(env.get("AUTH_SEED_USERS", "")),
             database_url=env.get(DATABASE_ENV) or None,

@@ -151,7 +151,9 @@ async def test_verify_needs_a_bearer_token(
 
 
 def test_settings_need_a_key() -> None:
-    with pytest.raises(ConfigError, match=r"TESTENV_SECRET_KEY is required.*AUTH_SIGNING_KEY"):
+    with pytest.raises(
+        ConfigError, match=r"TESTENV_SECRET_KEY is required.*AUTH_SIGNING_KEY.*secretKey: true"
+    ):
         AuthSettings.from_env({})
 
 
