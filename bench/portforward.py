@@ -6,8 +6,9 @@ It starts a default environment with ``testenv.DevLauncher``, opens the other tw
 to the same service, then per round and per forwarder (interleaved): requests per second for
 ``GET /health`` over one keep-alive connection, the same with a new connection per request
 (each connection is a new port-forward stream), and the WebSocket round trip of one chat
-message. Reports medians and ratios (library / other; above 1 the library is faster for
-req/s, below 1 for round-trip time).
+message. Reports every round's figures (``samples``), their medians and the ratios of the
+medians (library / other; above 1 the library is faster for req/s, below 1 for round-trip
+time).
 
     python bench/portforward.py [--rounds 5] [--requests 200] [--json FILE]
 """
@@ -156,6 +157,10 @@ async def main() -> None:
     result: dict[str, Any] = {
         "rounds": args.rounds,
         "requests": args.requests,
+        "samples": {
+            {"kubectl": "kubectl_port_forward", "official": "official_client"}.get(name, name): s
+            for name, s in samples.items()
+        },
         "library": medians["library"],
         "kubectl_port_forward": medians["kubectl"],
         "official_client": medians["official"],

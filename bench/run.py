@@ -47,6 +47,7 @@ from typing import Any
 import kubetest_peer
 import yaml
 from _common import ROOT, kubectl_path, session_env
+from timeline import STEPS, Timeline
 
 sys.path.insert(0, str(ROOT / "hack"))
 from tools import tool
@@ -273,29 +274,36 @@ def round_helm(chart: Path) -> float:
         drop_namespace(ns)
 
 
-def round_product(spec: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+def round_product(spec: dict[str, Any]) -> tuple[float, dict[str, Any], dict[str, float]]:
+    """(seconds to Ready, the final status, the steps a watching client saw: timeline.py)."""
     name = f"bench-{uuid.uuid4().hex[:6]}"
     try:
-        took = timed(
-            lambda: kubectl("apply", "-f", "-", stdin=environment_manifest(name, spec)),
-            lambda: kubectl(
-                "wait", "--for=condition=Ready", f"testenv/{name}", f"--timeout={WAIT}"
-            ),
-        )
+        with Timeline(name, pods=len(spec["services"])) as timeline:
+            timeline.start()
+            took = timed(
+                lambda: kubectl("apply", "-f", "-", stdin=environment_manifest(name, spec)),
+                lambda: kubectl(
+                    "wait", "--for=condition=Ready", f"testenv/{name}", f"--timeout={WAIT}"
+                ),
+            )
         status = json.loads(kubectl("get", "testenv", name, "-o", "json")).get("status") or {}
-        return took, status
+        return took, status, timeline.seen
     finally:
         kubectl("delete", "testenv", name, "--wait=false", "--ignore-not-found")
 
 
+#: Ready environments the benchmark's pool keeps (claims take from it; settle() waits for it).
+POOL_SIZE = 2
+
+
 @contextmanager
-def pool(spec: dict[str, Any], size: int) -> Iterator[str]:
+def pool(spec: dict[str, Any]) -> Iterator[str]:
     name = f"bench-pool-{uuid.uuid4().hex[:6]}"
     doc = {
         "apiVersion": "testenv.dev/v1alpha1",
         "kind": "TestEnvironmentPool",
         "metadata": {"name": name},
-        "spec": {"size": size, "maxSize": size + 4, "template": spec},
+        "spec": {"size": POOL_SIZE, "maxSize": POOL_SIZE + 4, "template": spec},
     }
     kubectl("apply", "-f", "-", stdin=json.dumps(doc))
     try:
@@ -336,7 +344,7 @@ def settle(pool_name: str | None = None) -> None:
         except RuntimeError as exc:  # not this run's to fix: time the session anyway
             print(f"settle: namespaces still terminating: {exc}", flush=True)
     if pool_name is not None:
-        wait_pool_ready(pool_name, 2)
+        wait_pool_ready(pool_name, POOL_SIZE)
 
 
 def round_claim(spec: dict[str, Any]) -> float:
@@ -378,25 +386,36 @@ def phases(statuses: list[dict[str, Any]]) -> dict[str, float]:
     return dict(sorted(medians.items(), key=lambda kv: kv[1]))
 
 
+def watched_steps(timelines: list[dict[str, float]]) -> dict[str, float]:
+    """Median over rounds of each step a watching client saw (``timeline.STEPS`` order)."""
+    return {
+        step: round(statistics.median(values), 3)
+        for step in STEPS
+        if (values := [seen[step] for seen in timelines if step in seen])
+    }
+
+
 def bench_ready(rounds: int, tag: str) -> list[dict[str, Any]]:
     spec = web_spec(tag)
     series: dict[str, list[float]] = {
         k: [] for k in ("floor", "kubectl", "helm", "kubetest", "product", "claim")
     }
     statuses: list[dict[str, Any]] = []
+    timelines: list[dict[str, float]] = []
     peer = kubetest_peer.ensure_venv()
-    with tempfile.TemporaryDirectory() as tmp, pool(spec, size=2) as pool_name:
+    with tempfile.TemporaryDirectory() as tmp, pool(spec) as pool_name:
         chart = helm_chart(Path(tmp))
         kubetest_peer.write_session(Path(tmp) / "kubetest", deployments(None))
         kubetest_dir = Path(tmp) / "kubetest"
 
         def product() -> float:
-            took, status = round_product(spec)
+            took, status, seen = round_product(spec)
             statuses.append(status)
+            timelines.append(seen)
             return took
 
         def claim() -> float:
-            wait_pool_ready(pool_name, 2)
+            wait_pool_ready(pool_name, POOL_SIZE)
             return round_claim(spec)
 
         steps: list[tuple[str, Callable[[], float]]] = [
@@ -456,6 +475,11 @@ def bench_ready(rounds: int, tag: str) -> list[dict[str, Any]]:
             "suite": "ready",
             "name": "testenv phases (median s since creation)",
             "phases": phases(statuses),
+        },
+        {
+            "suite": "ready",
+            "name": "testenv timeline (median s since kubectl apply started, as watched)",
+            "timeline": watched_steps(timelines),
         },
     ]
 
@@ -532,7 +556,7 @@ def bench_pytest(rounds: int, tag: str) -> list[dict[str, Any]]:
         startup = report.get("startup_time") or 0.0
         added.setdefault(mode, []).append(whole - startup - series["empty exit"][-1])
 
-    with tempfile.TemporaryDirectory() as tmp, pool(spec, size=2) as pool_name:
+    with tempfile.TemporaryDirectory() as tmp, pool(spec) as pool_name:
         root = Path(tmp)
         empty, env = root / "empty", root / "env"
         empty.mkdir()
@@ -731,38 +755,33 @@ def bench_portforward(rounds: int) -> list[dict[str, Any]]:
         if done.returncode != 0:
             raise RuntimeError(f"portforward benchmark failed:\n{done.stderr[-3000:]}")
         data = json.loads(Path(tmp.name).read_text())
-    rows = []
+    # Every figure as milliseconds per request or round trip (a rate r is 1000/r ms), so
+    # that lower is better in every row and p95, best and worst read as for the others.
     labels = {
-        "rps_keepalive": "GET, one keep-alive connection (req/s, higher is better)",
-        "rps_new_connection": "GET, a new connection each (req/s, higher is better)",
+        "rps_keepalive": "GET over one keep-alive connection (ms per request)",
+        "rps_new_connection": "GET, a new connection each (ms per request)",
         "ws_rtt_s": "WebSocket chat round trip (ms)",
     }
+
+    def per_round_ms(forwarder: str, metric: str) -> list[float]:
+        values = data["samples"][forwarder][metric]
+        return [v * 1000.0 if metric == "ws_rtt_s" else 1000.0 / v for v in values]
+
+    rows = []
     for other, key in (
         ("kubectl port-forward", "kubectl_port_forward"),
         ("official client", "official_client"),
     ):
         for metric, label in labels.items():
-            scale = 1000.0 if metric == "ws_rtt_s" else 1.0
-            mine, theirs = data["library"][metric] * scale, data[key][metric] * scale
             rows.append(
-                {
-                    "suite": "portforward",
-                    "name": f"library forwarder: {label}",
-                    "rounds": data["rounds"],
-                    "p50_s": round(mine, 4),
-                    "p95_s": round(mine, 4),
-                    "best_s": round(mine, 4),
-                    "worst_s": round(mine, 4),
-                    "baseline": other,
-                    "baseline_p50_s": round(theirs, 4),
-                    "baseline_p95_s": round(theirs, 4),
-                    "ratio_p50": round(mine / theirs, 2) if theirs else None,
-                    **(
-                        {"target": "at least as fast as kubectl"}
-                        if other.startswith("kubectl")
-                        else {}
-                    ),
-                }
+                figure(
+                    "portforward",
+                    f"library forwarder: {label}",
+                    per_round_ms("library", metric),
+                    other,
+                    per_round_ms(key, metric),
+                    target="≤ 1.0x kubectl" if other.startswith("kubectl") else None,
+                )
             )
     return [*rows, {"suite": "portforward", "name": "port-forward medians", "result": data}]
 
@@ -900,6 +919,18 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
             ]
             lines += [f"- {k}: {v:.2f}" for k, v in f["phases"].items()]
+        if "timeline" in f:
+            lines += [
+                "",
+                "The same, as a client watching the environment and its pods sees it (median "
+                "seconds since `kubectl apply` started; Kubernetes' own timestamps, above, are "
+                "whole seconds):",
+                "",
+            ]
+            previous = 0.0
+            for step, at in f["timeline"].items():
+                lines.append(f"- {step}: {at:.3f} (+{at - previous:.3f})")
+                previous = at
         if "result" in f and f["suite"] == "scale":
             r, b = f["result"], f["result"]["burst"]
             lines.append(
