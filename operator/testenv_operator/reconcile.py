@@ -171,13 +171,6 @@ class RefreshResult:
 PROGRESS_FIELDS = frozenset({"services", "readyServices", "message", "conditions", "timings"})
 
 
-def _status_changed(old: Obj | None, new: TestEnvironmentStatus) -> bool:
-    if not old:
-        return True
-    current = parse_status(old)
-    return current is None or current.to_wire() != new.to_wire()
-
-
 class Reconciler:
     def __init__(
         self,
@@ -618,11 +611,18 @@ class Reconciler:
             obs.discovery_published = True
             status = compute_status(obs, previous)  # its Ready event says "discovery published"
 
-        changed = _status_changed(env.body.get("status"), status)
-        held_until = self._progress_held_until(state, previous, status) if changed else None
+        # The stored status and the new one, serialized once for both comparisons (a stored
+        # status that is absent or not understood counts as changed: it is rewritten).
+        old_wire, new_wire = (previous.to_wire() if previous else None), status.to_wire()
+        changed = old_wire != new_wire
+        held_until = (
+            self._progress_held_until(state, previous, status, old_wire, new_wire)
+            if changed
+            else None
+        )
         if changed and held_until is None:
             written = await self.kube.patch_status(env.name, status_patch(status))
-            state.written_status = (written or {}).get("status") or status.to_wire()
+            state.written_status = (written or {}).get("status") or new_wire
             state.written_at = self.clock()
             self._post_transitions(env, previous, status)
 
@@ -643,8 +643,11 @@ class Reconciler:
         state: EnvState,
         previous: TestEnvironmentStatus | None,
         status: TestEnvironmentStatus,
+        old_wire: Obj | None,
+        new_wire: Obj,
     ) -> datetime | None:
         """When a changed status that only reports progress may be written (None: now).
+        ``old_wire``, ``new_wire``: ``previous`` and ``status`` as stored.
 
         Every status write is an API write, a watch event for each watcher of the
         TestEnvironment and a pass of the operator; a provisioning pod changes the status
@@ -654,14 +657,15 @@ class Reconciler:
         if (
             not interval
             or previous is None
+            or old_wire is None
             or state.written_at is None
             or previous.phase is not Phase.PROVISIONING
             or status.phase is not Phase.PROVISIONING
             or any(s.reason in STICKY_REASONS for s in status.services)
         ):
             return None
-        old, new = previous.to_wire(), status.to_wire()
-        if any(old.get(key) != new.get(key) for key in (old.keys() | new.keys()) - PROGRESS_FIELDS):
+        keys = (old_wire.keys() | new_wire.keys()) - PROGRESS_FIELDS
+        if any(old_wire.get(key) != new_wire.get(key) for key in keys):
             return None  # a reset, a job, a new generation...: at once
         due = state.written_at + interval
         return due if due > self.clock() else None
