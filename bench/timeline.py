@@ -152,7 +152,7 @@ class Timeline:
         if (obj.get("spec") or {}).get("nodeName"):
             pod.setdefault("scheduled", now)
         statuses = (obj.get("status") or {}).get("containerStatuses") or []
-        if statuses and all((s.get("state") or {}).get("running") for s in statuses):
+        if statuses and all("running" in (s.get("state") or {}) for s in statuses):
             pod.setdefault("running", now)
         if _condition(obj, "Ready"):
             pod.setdefault("ready", now)

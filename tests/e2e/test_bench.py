@@ -57,6 +57,18 @@ def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path
     assert scale["burst"]["operator_requests_per_environment"] > 0
     phases = next(f["phases"] for f in figures if "phases" in f)
     assert {"namespaceCreated", "ready"} <= set(phases)
+    # The same steps to the millisecond, as watched: every one seen, in the order they happen.
+    timeline = next(f["timeline"] for f in figures if "timeline" in f)
+    assert list(timeline) == [
+        "TestEnvironment created",
+        "first pod created",
+        "last pod created",
+        "last pod scheduled",
+        "last pod's containers running",
+        "last pod Ready",
+        "TestEnvironment Ready",
+    ]
+    assert list(timeline.values()) == sorted(timeline.values())
     table = (tmp_path / "results.md").read_text()
     assert "| ready | testenv: TestEnvironment Ready |" in table
     assert results["machine"] in table

@@ -1,0 +1,61 @@
+"""bench/timeline.py: which step a watched event completes (pure logic, no cluster)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture
+def timeline(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(BENCH))
+    module = importlib.import_module("timeline")
+    yield module
+    sys.modules.pop("timeline", None)
+
+
+def _pod(name: str, *, node: bool = False, running: bool = False, ready: bool = False) -> Any:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"nodeName": "vm"} if node else {},
+        "status": {
+            "containerStatuses": [{"state": {"running": {}} if running else {"waiting": {}}}],
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_a_step_of_the_last_pod_is_seen_only_once_every_pod_has_reached_it(
+    timeline: Any,
+) -> None:
+    watched = timeline.Timeline("env", pods=2)
+    watched._event({"kind": "TestEnvironment", "status": {}})
+    watched._event(_pod("a", node=True, running=True, ready=True))
+    assert set(watched.seen) == {"TestEnvironment created", "first pod created"}
+    watched._event(_pod("b"))
+    assert "last pod created" in watched.seen
+    assert "last pod scheduled" not in watched.seen  # b is not scheduled yet
+    watched._event(_pod("b", node=True, running=True))
+    assert {"last pod scheduled", "last pod's containers running"} <= set(watched.seen)
+    assert "last pod Ready" not in watched.seen
+    watched._event(_pod("b", node=True, running=True, ready=True))
+    watched._event(
+        {"kind": "TestEnvironment", "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    )
+    assert list(watched.seen) == list(timeline.STEPS)
+    assert list(watched.seen.values()) == sorted(watched.seen.values())
+
+
+def test_a_step_keeps_the_time_it_was_first_seen(timeline: Any) -> None:
+    watched = timeline.Timeline("env", pods=1)
+    watched._event(_pod("a", node=True, running=True, ready=True))
+    first = dict(watched.seen)
+    watched._event(_pod("a", node=True, running=True, ready=True))
+    assert watched.seen == first
