@@ -25,9 +25,9 @@ from testenv.api import (
     VERSION,
 )
 from testenv_operator.cache import KEPT, ApiReads, IndexReads, index_entry
-from testenv_operator.kube import Kube, KubeError
+from testenv_operator.kube import Kube
 from testenv_operator.pool import PoolKeeper, PoolReads
-from testenv_operator.reconcile import InvalidSpec, Reconciler
+from testenv_operator.reconcile import Reconciler
 from testenv_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,22 +71,14 @@ def configure(kopf_settings: Any, settings: Settings) -> None:
     kopf_settings.watching.server_timeout = settings.watch_server_timeout
     kopf_settings.watching.client_timeout = settings.watch_client_timeout
     kopf_settings.watching.connect_timeout = 30
-    # Handler progress and the diff base live in annotations, not in the (typed) status.
-    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
-    kopf_settings.persistence.consistency_timeout = 10.0
+    # No kopf progress or diff-base storage: nothing here is a changing handler (see
+    # environment_event), so kopf never annotates a TestEnvironment.
     kopf_settings.posting.enabled = True
     kopf_settings.posting.level = LEVELS[settings.posting_level]
     kopf_settings.execution.max_workers = 20
     # Watch only our own child objects: the API server filters them (not kopf, client-side).
     for resource in CHILD_RESOURCES:
         kopf_settings.watching.label_selectors[resource] = MANAGED_SELECTOR
-
-
-def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: body[key] for key in body}
 
 
 # -- indexes: the watch cache the reconciler reads (testenv_operator.cache) -----------------
@@ -164,24 +156,16 @@ async def cleanup(**_: Any) -> None:
         await _pools["keeper"].stop_all()
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile_environment(body: Mapping[str, Any], name: str, uid: str, **_: Any) -> None:
-    rec = reconciler()
-    try:
-        await rec.reconcile(_plain(body))
-    except InvalidSpec as exc:
-        raise kopf.PermanentError(str(exc)) from exc
-    except KubeError as exc:
-        raise kopf.TemporaryError(str(exc), delay=5) from exc
-    rec.ensure_monitor(name, uid)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def environment_event(
     type: str | None, body: Mapping[str, Any], name: str, uid: str, **_: Any
 ) -> None:
+    """Every event of a TestEnvironment (its creation, a new spec, the operator's start
+    listing it) wakes its monitor, which applies what the generation needs and refreshes the
+    status (``Reconciler.reconcile``; an invalid spec is Failed there, API errors are retried
+    with a backoff). No kopf create/update/resume handler: those would make kopf write its
+    own annotations to every TestEnvironment (a diff base, handler progress), one more API
+    write and watch event each, and keep a deep copy of every body to diff against."""
     rec = reconciler()
     pool = ((body.get("metadata") or {}).get("labels") or {}).get(POOL_LABEL)
     if pool and "keeper" in _pools:

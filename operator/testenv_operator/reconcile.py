@@ -9,10 +9,11 @@ One idempotent :meth:`Reconciler.reconcile` serves create, update, resume and he
 3. the status is computed from the Deployments and Pods (:mod:`status`), the discovery
    ConfigMap is published once every service is Ready.
 
-Readiness is then followed by a per-environment monitor task woken by watch events (the kopf
-event handlers on Deployments, Services and Pods call :meth:`Reconciler.nudge`) and by its own
-deadlines (readiness timeouts, expiry) — there is no polling loop. The monitor also recreates
-deleted objects and deletes the environment once its ttl or lease has run out.
+It runs in a per-environment monitor task, woken by watch events (the kopf event handlers on
+the TestEnvironment and on its Deployments, Services and Pods call :meth:`Reconciler.nudge`)
+and by its own deadlines (readiness timeouts, expiry) — there is no polling loop. The same
+task applies a new environment or a new generation, follows readiness, recreates deleted
+objects and deletes the environment once its ttl or lease has run out.
 """
 
 from __future__ import annotations
@@ -707,7 +708,7 @@ class Reconciler:
         """Apply (when needed) and refresh the status. Idempotent.
 
         The TestEnvironment is read again under the environment's lock, so that concurrent
-        callers (kopf handlers, the monitor) each see the status the previous one wrote.
+        callers each see the status the previous one wrote.
         None if the environment is gone.
         """
         meta = body.get("metadata") or {}

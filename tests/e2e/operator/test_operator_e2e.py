@@ -51,6 +51,18 @@ def test_minimal_sample_becomes_ready_with_discovery(k: Kubectl, envs: Any) -> N
     labels = json.loads(k("get", "ns", ns, "-o", "json").stdout)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
     assert labels["testenv.dev/environment"] == name
+    # The operator writes only the status: the rest of the object is what the user applied
+    # (no annotation of the operator's framework, no write outside the status subresource).
+    env = json.loads(k("get", "testenv", name, "-o", "json", "--show-managed-fields").stdout)
+    assert set(env["metadata"].get("annotations") or {}) == {
+        "kubectl.kubernetes.io/last-applied-configuration"
+    }
+    writers = {
+        entry["manager"]
+        for entry in env["metadata"]["managedFields"]
+        if entry.get("subresource") != "status"
+    }
+    assert writers == {"kubectl-client-side-apply"}
 
 
 def test_delete_removes_the_namespace(k: Kubectl, envs: Any) -> None:
