@@ -931,6 +931,7 @@ def markdown(results: dict[str, Any]) -> str:
             for step, at in f["timeline"].items():
                 lines.append(f"- {step}: {at:.3f} (+{at - previous:.3f})")
                 previous = at
+            lines.append("")
         if "result" in f and f["suite"] == "scale":
             r, b = f["result"], f["result"]["burst"]
             lines.append(
