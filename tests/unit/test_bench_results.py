@@ -3,23 +3,16 @@ asked, and the table then says when each suite was measured (pure logic, no clus
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.syspath_prepend(str(BENCH))
-    module = importlib.import_module("run")
-    yield module
-    sys.modules.pop("run", None)
+def run(bench_module: Any) -> Any:
+    return bench_module("run")
 
 
 def _figure(run: Any, suite: str, name: str, value: float) -> dict[str, Any]:

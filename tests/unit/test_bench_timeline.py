@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
 
 @pytest.fixture
-def timeline(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.syspath_prepend(str(BENCH))
-    module = importlib.import_module("timeline")
-    yield module
-    sys.modules.pop("timeline", None)
+def timeline(bench_module: Any) -> Any:
+    return bench_module("timeline")
 
 
 def _pod(name: str, *, node: bool = False, running: bool = False, ready: bool = False) -> Any:
