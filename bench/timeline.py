@@ -24,7 +24,7 @@ from typing import Any
 
 import kr8s.asyncio
 
-from testenv.api import ENVIRONMENT_LABEL, GROUP
+from testenv.api import ENVIRONMENT_LABEL, GROUP, PLURAL, VERSION
 
 STEPS = (
     "TestEnvironment created",
@@ -120,9 +120,9 @@ class Timeline:
         self._tasks = tasks = [
             asyncio.create_task(
                 stream(
-                    f"{GROUP}/v1alpha1",
+                    f"{GROUP}/{VERSION}",
                     "/apis",
-                    "testenvironments",
+                    PLURAL,
                     {"fieldSelector": f"metadata.name={self.name}"},
                 )
             ),
