@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kr8s
-from kr8s.asyncio.objects import Namespace
+from kr8s.asyncio.objects import ConfigMap, Namespace, Pod
 from pydantic import BaseModel, ConfigDict
 
 from ._errors import EnvironmentFailedError, EnvironmentNotFoundError, ProvisioningTimeoutError
@@ -271,7 +271,7 @@ class Environments:
         found = [
             c
             async for c in self.api.async_get(
-                "configmaps", DISCOVERY_CONFIGMAP, namespace=view.namespace
+                ConfigMap, DISCOVERY_CONFIGMAP, namespace=view.namespace
             )
         ]
         data: dict[str, str] = (found[0].raw.get("data") or {}) if found else {}
@@ -338,7 +338,7 @@ class Environments:
         pods = [
             p
             async for p in self.api.async_get(
-                "pods", namespace=view.namespace, label_selector=selector
+                Pod, namespace=view.namespace, label_selector=selector
             )
         ]
         if service is not None and not pods:

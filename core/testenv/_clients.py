@@ -25,6 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from ._discovery import ServiceDiscovery
 from ._loop import BackgroundLoop
+from ._tls import client_tls
 
 DEFAULT_TIMEOUT = 10.0
 T = TypeVar("T")
@@ -90,7 +91,9 @@ class _PerLoopClient:
         entry = self._by_loop.get(loop)
         if entry is not None and not entry[0].is_closed:
             return entry[0]
-        client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout)
+        client = httpx.AsyncClient(
+            base_url=self.base_url, timeout=self.timeout, verify=client_tls()
+        )
         closer = _close_with_loop(client)
         await closer.__anext__()  # registered with this loop's shutdown_asyncgens()
         self._by_loop[loop] = (client, closer)

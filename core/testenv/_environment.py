@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import kr8s
+from kr8s.asyncio.objects import ConfigMap, Pod, Secret
 
 from ._context import EnvironmentInfo, Progress, StartResult
 from ._errors import ConfigurationError, EnvironmentFailedError
@@ -28,11 +29,13 @@ from ._pool import claim, matching_pools
 from ._portforward import ServiceForward, verify
 from ._settings import DEFAULT_POOL_IDENTITY
 from ._spec import now_rfc3339, spec_hash, unique_name
+from ._tls import client_tls
 from .api import (
     API_VERSION,
     CREATOR_ANNOTATION,
     CREDENTIALS_SECRET,
     DISCOVERY_CONFIGMAP,
+    ENVIRONMENT_LABEL,
     GROUP,
     KIND,
     LEASE_RENEWED_ANNOTATION,
@@ -138,10 +141,14 @@ class KubeEnvironment:
             if not self.created:  # a created or claimed one was renewed by that very write
                 await self._renew()
             self._renewer = asyncio.create_task(self._renew_forever())
+        # The clients' TLS context is built while the cluster works (off the loop: it
+        # reads the CA bundle), not by the first test's client.
+        tls = asyncio.ensure_future(asyncio.to_thread(client_tls))
         status = await self._wait_ready(progress, started)
         self.namespace = status.namespace
-        records = await self._discovery()
-        health = await self._forward_all(records, progress)
+        records, pods = await asyncio.gather(self._discovery(), self._pods())
+        health = await self._forward_all(records, pods, progress)
+        await tls
         startup = round(time.monotonic() - started, 3)
         progress(
             f"testenv: environment {self.name} ready in {startup:.1f}s (namespace {self.namespace})"
@@ -314,7 +321,7 @@ class KubeEnvironment:
         cms = [
             c
             async for c in self.api.async_get(
-                "configmaps", DISCOVERY_CONFIGMAP, namespace=self.namespace
+                ConfigMap, DISCOVERY_CONFIGMAP, namespace=self.namespace
             )
         ]
         if not cms:
@@ -331,8 +338,15 @@ class KubeEnvironment:
                 records[record.name] = record
         return records
 
+    async def _pods(self) -> list[dict[str, Any]]:
+        """The environment's pods (read alongside discovery: the forwards pick from them)."""
+        listed = self.api.async_get(
+            Pod, namespace=self.namespace, label_selector={ENVIRONMENT_LABEL: self.name}
+        )
+        return [p.raw async for p in listed]
+
     async def _forward_all(
-        self, records: dict[str, DiscoveryRecord], progress: Progress
+        self, records: dict[str, DiscoveryRecord], pods: list[dict[str, Any]], progress: Progress
     ) -> dict[str, dict[str, Any]]:
         assert self.namespace
         health: dict[str, dict[str, Any]] = {}
@@ -340,7 +354,7 @@ class KubeEnvironment:
         async def one(name: str, remote: DiscoveryRecord) -> None:
             forward = ServiceForward(self.api, self.namespace or "", self.name, remote)
             self.forwards[name] = forward
-            await forward.start()
+            await forward.start(pods)
             health[name] = await verify(forward.record())
             health[name]["remote_port"] = remote.port
             health[name]["pod"] = forward.pods.current
@@ -473,9 +487,7 @@ class KubeEnvironment:
             raise ConfigurationError("the environment is not running: no secrets to read")
         found = [
             s
-            async for s in self.api.async_get(
-                "secrets", CREDENTIALS_SECRET, namespace=self.namespace
-            )
+            async for s in self.api.async_get(Secret, CREDENTIALS_SECRET, namespace=self.namespace)
         ]
         data: dict[str, str] = (found[0].raw.get("data") or {}) if found else {}
         if name not in data:

@@ -15,7 +15,14 @@ from typing import Any
 import httpx
 import kr8s
 import kr8s.asyncio
-from kr8s.asyncio.objects import Namespace, new_class
+from kr8s.asyncio.objects import (
+    CustomResourceDefinition,
+    Event,
+    Namespace,
+    Pod,
+    Secret,
+    new_class,
+)
 from pydantic import ValidationError
 
 from ._errors import ClusterUnreachableError, OperatorNotInstalledError
@@ -116,7 +123,7 @@ async def _client(kubeconfig: str | None, context: str | None, hint: str) -> tup
 async def _require_crd(api: Any, where: str) -> None:
     found: list[Any]
     try:
-        found = [c async for c in api.async_get("customresourcedefinitions", CRD_NAME)]
+        found = [c async for c in api.async_get(CustomResourceDefinition, CRD_NAME)]
     except kr8s.NotFoundError:
         found = []
     except kr8s.ServerError as exc:
@@ -307,7 +314,7 @@ async def _wait_terminating(obj: Any) -> str:
 
 async def recent_events(api: Any, namespace: str, limit: int) -> list[str]:
     """``time type Kind/name reason: message`` of the namespace's last events, oldest first."""
-    events = [e.raw async for e in api.async_get("events", namespace=namespace)]
+    events = [e.raw async for e in api.async_get(Event, namespace=namespace)]
 
     def when(raw: dict[str, Any]) -> str:
         return str(
@@ -345,7 +352,7 @@ async def _secret_values(api: Any, namespace: str) -> list[str]:
     """The environment's generated secret values, when we may read them (else none: the
     pattern-based redaction still applies)."""
     try:
-        found = [s async for s in api.async_get("secrets", CREDENTIALS_SECRET, namespace=namespace)]
+        found = [s async for s in api.async_get(Secret, CREDENTIALS_SECRET, namespace=namespace)]
     except Exception:  # forbidden, gone, unreachable: nothing more to redact by value
         return []
     return [
@@ -403,7 +410,7 @@ async def _forensics(
     secrets += await _secret_values(api, ns)
     out.append(f"events in {ns} (last {n_events}):")
     out += [f"  {line}" for line in await recent_events(api, ns, n_events)]
-    async for pod in api.async_get("pods", namespace=ns):
+    async for pod in api.async_get(Pod, namespace=ns):
         out.append(f"logs of pod {pod.name} (last {log_lines} lines):")
         try:
             async for line in pod.async_logs(tail_lines=log_lines, timeout=10):

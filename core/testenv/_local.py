@@ -19,6 +19,7 @@ import httpx
 
 from ._context import EnvironmentInfo, Progress, StartResult
 from ._errors import ConfigurationError, EnvironmentFailedError
+from ._tls import client_tls
 from .api import ENV_SECRET_KEY, DiscoveryRecord, ServiceSpec, TestEnvironmentSpec, contract_env
 
 SEED_USERS = "test@example.com:password"
@@ -180,7 +181,7 @@ class LocalServices:
 
     async def _wait_healthy(self, proc: _Proc, record: DiscoveryRecord) -> dict[str, Any]:
         assert proc.process is not None
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        async with httpx.AsyncClient(timeout=2.0, verify=client_tls()) as client:
             while True:
                 if proc.process.returncode is not None:
                     raise EnvironmentFailedError(

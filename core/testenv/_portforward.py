@@ -25,11 +25,13 @@ import contextlib
 import logging
 import ssl
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
+from kr8s.asyncio.objects import Pod
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -49,6 +51,7 @@ from websockets.typing import Subprotocol
 
 from ._errors import PortForwardLostError
 from ._spdy import TUNNEL_PROTOCOL
+from ._tls import client_tls
 from ._tunnel import SpdyTunnel, TunnelStream
 from .api import DiscoveryRecord, pod_selector
 
@@ -69,6 +72,42 @@ PROTOCOL = "v4.channel.k8s.io"
 DATA, ERROR = 0, 1
 
 
+def serving(pod: Mapping[str, Any]) -> bool:
+    """A pod that takes connections: Ready as listed (no second read) and not being deleted."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+#: What a kr8s auth builds its TLS context from (a new context when one changes).
+_TLS_SOURCES = (
+    "client_cert_file",
+    "client_key_file",
+    "server_ca_file",
+    "_insecure_skip_tls_verify",
+)
+#: kr8s auth -> (what its context was built from, the context).
+_API_TLS: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], ssl.SSLContext]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def api_tls(auth: Any) -> ssl.SSLContext:
+    """The TLS context of the WebSockets to the API server, built once per credentials:
+    kr8s builds a new one on every call, reading the key and certificates again (some ms
+    per connection opened)."""
+    source = tuple(getattr(auth, a, None) for a in _TLS_SOURCES)
+    cached = _API_TLS.get(auth)
+    if cached is not None and cached[0] == source:
+        return cached[1]
+    built: ssl.SSLContext | bool = await auth.ssl_context()
+    # True: no certificates in the kubeconfig, the default verification.
+    context = built if isinstance(built, ssl.SSLContext) else client_tls()
+    _API_TLS[auth] = (source, context)
+    return context
+
+
 class ReadyPods:
     """The ready pods matching a selector; ``current`` is the one streams go to."""
 
@@ -78,17 +117,20 @@ class ReadyPods:
         self.selector = selector
         self.current: str | None = None
 
-    async def async_ready_pods(self) -> list[Any]:
-        pods = [
-            pod
-            async for pod in self.api.async_get(
-                "pods", namespace=self.namespace, label_selector=self.selector
-            )
-        ]
-        ready = [
-            p for p in pods if p.metadata.get("deletionTimestamp") is None and await p.async_ready()
-        ]
-        self.current = ready[0].name if ready else None
+    async def async_ready_pods(self) -> list[dict[str, Any]]:
+        """Read the pods again and choose one (:meth:`choose`)."""
+        listed = self.api.async_get(Pod, namespace=self.namespace, label_selector=self.selector)
+        return self.choose([pod.raw async for pod in listed])
+
+    def _selects(self, pod: Mapping[str, Any]) -> bool:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        return all(labels.get(k) == v for k, v in self.selector.items())
+
+    def choose(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Of ``pods`` (any pods: those the selector does not match are left), the first
+        that serves becomes :attr:`current`; returns it (in a list: none, or one)."""
+        ready = [p for p in pods if serving(p) and self._selects(p)]
+        self.current = ready[0]["metadata"]["name"] if ready else None
         return ready[:1]
 
 
@@ -210,8 +252,7 @@ class PodPortForward:
             options["subprotocols"] = [PROTOCOL]
         options["additional_headers"] = headers
         if scheme == "wss":
-            context = await auth.ssl_context()
-            options["ssl"] = ssl.create_default_context() if context is True else context
+            options["ssl"] = await api_tls(auth)
             if auth.tls_server_name:
                 options["server_hostname"] = auth.tls_server_name
         return urlunsplit((scheme, server.netloc, path, query, "")), options
@@ -467,8 +508,10 @@ class ServiceForward:
         """The local end of the first port's forward."""
         return self.local_ports.get(self.remote.port_named(None).name, 0)
 
-    async def start(self) -> int:
-        if not await self.pods.async_ready_pods():
+    async def start(self, listed: list[dict[str, Any]] | None = None) -> int:
+        """Forward every port; ``listed``: pods just read (else they are read here)."""
+        chosen = self.pods.choose(listed) if listed is not None else None
+        if not chosen and not await self.pods.async_ready_pods():
             raise PortForwardLostError(
                 f"no ready pod for service {self.remote.name!r} (selector "
                 f"{self.pods.selector}) in namespace {self.pods.namespace}"
@@ -550,7 +593,7 @@ async def verify(record: DiscoveryRecord, seconds: float = 30.0) -> dict[str, An
         reraise=True,
     )
     last = "no attempt"
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with httpx.AsyncClient(timeout=5.0, verify=client_tls()) as client:
         try:
             async for attempt in retrying:
                 with attempt:

@@ -18,6 +18,7 @@ import httpx
 
 from ._context import EnvironmentInfo
 from ._errors import ConfigurationError, ServiceNotFoundError
+from ._tls import client_tls
 from .api import DiscoveryRecord, PortRecord
 
 SecretReader = Callable[[str], str]
@@ -79,10 +80,12 @@ class Stack:
 
     def http(self, service: str, port: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         """An httpx client with the port's URL as ``base_url`` (``async with`` it)."""
+        kwargs.setdefault("verify", client_tls())
         return httpx.AsyncClient(base_url=self._http_url(service, port), **kwargs)
 
     def http_sync(self, service: str, port: str | None = None, **kwargs: Any) -> httpx.Client:
         """A blocking httpx client with the port's URL as ``base_url`` (``with`` it)."""
+        kwargs.setdefault("verify", client_tls())
         return httpx.Client(base_url=self._http_url(service, port), **kwargs)
 
     def _http_url(self, service: str, port: str | None) -> str:

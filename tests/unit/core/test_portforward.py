@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from websockets.server import ServerProtocol
 
 from testenv import _portforward, _spdy
 from testenv._errors import PortForwardLostError
-from testenv._portforward import PodPortForward, ReadyPods
+from testenv._portforward import PodPortForward, ReadyPods, serving
 
 PORT = 8080
 
@@ -180,10 +181,12 @@ class Auth:
 @dataclass
 class Pod:
     name: str = "pod-0"
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    async def async_ready(self) -> bool:
-        return True
+    raw: dict[str, Any] = field(
+        default_factory=lambda: {
+            "metadata": {"name": "pod-0", "labels": {"app": "x"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }
+    )
 
 
 @dataclass
@@ -419,3 +422,56 @@ async def test_without_a_tunnel_each_connection_gets_its_own_websocket() -> None
             assert kubelet.tunnelled == 0
         finally:
             await forward.stop()
+
+
+def _pod(ready: str, **metadata: Any) -> dict[str, Any]:
+    conditions = [{"type": "ContainersReady", "status": "True"}]
+    conditions.append({"type": "Ready", "status": ready})
+    return {"metadata": metadata, "status": {"conditions": conditions}}
+
+
+def test_a_forward_goes_only_to_a_listed_pod_that_is_ready_and_not_being_deleted() -> None:
+    assert serving(_pod("True"))
+    assert not serving(_pod("False"))
+    assert not serving(_pod("True", deletionTimestamp="2026-12-07T00:00:00Z"))
+    assert not serving({"metadata": {}, "status": {}})  # just created: no conditions yet
+
+
+def test_of_the_pods_listed_for_the_environment_a_service_forwards_to_a_ready_one_of_its_own() -> (
+    None
+):
+    pods = ReadyPods(Api(Auth(server="http://unused")), "ns", {"app": "x"})
+    other = {**_pod("True"), "metadata": {"name": "other", "labels": {"app": "y"}}}
+    starting = {**_pod("False"), "metadata": {"name": "starting", "labels": {"app": "x"}}}
+    ready = {**_pod("True"), "metadata": {"name": "ready", "labels": {"app": "x"}}}
+    assert pods.choose([other, starting, ready]) == [ready]
+    assert pods.current == "ready"
+    assert pods.choose([other, starting]) == []
+    assert pods.current is None
+
+
+class CertAuth:
+    """A kr8s auth with certificates: each ssl_context() call builds a new context."""
+
+    def __init__(self, with_certificates: bool = True) -> None:
+        self.client_cert_file = "/tmp/cert-1" if with_certificates else None
+        self.built = 0
+
+    async def ssl_context(self) -> ssl.SSLContext | bool:
+        if self.client_cert_file is None:
+            return True
+        self.built += 1
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+async def test_the_api_servers_tls_context_is_built_once_per_credentials() -> None:
+    auth = CertAuth()
+    first = await _portforward.api_tls(auth)
+    assert await _portforward.api_tls(auth) is first
+    assert auth.built == 1
+    auth.client_cert_file = "/tmp/cert-2"  # re-authenticated: new certificate files
+    assert await _portforward.api_tls(auth) is not first
+    assert auth.built == 2
+    # Without certificates in the kubeconfig: the default verifying context.
+    plain = await _portforward.api_tls(CertAuth(with_certificates=False))
+    assert plain.verify_mode == ssl.CERT_REQUIRED

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from testenv import PortForwardLostError
+from testenv import EnvironmentInfo, PortForwardLostError
 from testenv._local import free_port
 from testenv._portforward import verify
+from testenv._stack import Stack
+from testenv._tls import client_tls
 from testenv.api import DiscoveryRecord, ServiceSpec
 
 
@@ -46,3 +49,17 @@ async def test_verify_gives_up_with_a_typed_error() -> None:
     port = free_port()  # nothing listens there
     with pytest.raises(PortForwardLostError, match=r"'auth'.*ConnectError"):
         await verify(_record(port), seconds=0.5)
+
+
+def test_every_http_client_of_a_stack_shares_one_tls_context(flaky_server: int) -> None:
+    """Building httpx's context loads the whole CA bundle (tens of ms): once per process."""
+    stack = Stack(
+        {"auth": _record(flaky_server)}, EnvironmentInfo(mode="local", name="x"), lambda n: ""
+    )
+    with stack.http_sync("auth") as one, stack.http_sync("auth") as two:
+        assert one._transport._pool._ssl_context is two._transport._pool._ssl_context  # type: ignore[attr-defined]
+        assert one.get("/").status_code == 503  # a working client, not a stub
+    assert client_tls() is client_tls()
+    custom = ssl.create_default_context()
+    with stack.http_sync("auth", verify=custom) as mine:  # the caller's choice wins
+        assert mine._transport._pool._ssl_context is custom  # type: ignore[attr-defined]
