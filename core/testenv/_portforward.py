@@ -39,20 +39,16 @@ from tenacity import (
     wait_exponential,
 )
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.client import ClientProtocol
-from websockets.datastructures import Headers
 from websockets.exceptions import (
     ConnectionClosed,
     InvalidStatus,
-    NegotiationError,
     WebSocketException,
 )
-from websockets.typing import Subprotocol
 
 from ._errors import PortForwardLostError
 from ._spdy import TUNNEL_PROTOCOL
 from ._tls import client_tls
-from ._tunnel import SpdyTunnel, TunnelStream
+from ._tunnel import SpdyTunnel, TunnelConnection, TunnelStream
 from .api import DiscoveryRecord, pod_selector
 
 log = logging.getLogger("testenv")
@@ -132,25 +128,6 @@ class ReadyPods:
         ready = [p for p in pods if serving(p) and self._selects(p)]
         self.current = ready[0]["metadata"]["name"] if ready else None
         return ready[:1]
-
-
-class _TunnelConnection(ClientConnection):
-    """websockets refuses a subprotocol that is not an RFC 7230 token, and Kubernetes names
-    the tunnel ``SPDY/3.1+portforward.k8s.io`` (a "/"): the request carries the header as it
-    is, and this accepts exactly that answer (or none: a cluster without the tunnel)."""
-
-    def __init__(self, protocol: ClientProtocol, *args: Any, **kwargs: Any) -> None:
-        protocol.process_subprotocol = _accept_tunnel  # type: ignore[method-assign]
-        super().__init__(protocol, *args, **kwargs)
-
-
-def _accept_tunnel(headers: Headers) -> Subprotocol | None:
-    values = headers.get_all("Sec-WebSocket-Protocol")
-    if not values:
-        return None
-    if values == [TUNNEL_PROTOCOL]:
-        return Subprotocol(TUNNEL_PROTOCOL)
-    raise NegotiationError(f"unexpected subprotocol {', '.join(values)}")
 
 
 class _Stream:
@@ -247,7 +224,7 @@ class PodPortForward:
         }
         if tunnel:
             headers["Sec-WebSocket-Protocol"] = TUNNEL_PROTOCOL
-            options["create_connection"] = _TunnelConnection
+            options["create_connection"] = TunnelConnection
         else:
             options["subprotocols"] = [PROTOCOL]
         options["additional_headers"] = headers
@@ -300,7 +277,7 @@ class PodPortForward:
                     self._tunnel_works = False
                     return None
                 raise
-            if ws.subprotocol != TUNNEL_PROTOCOL:
+            if ws.subprotocol != TUNNEL_PROTOCOL or not isinstance(ws, TunnelConnection):
                 await ws.close()
                 self._tunnel_works = False
                 return None

@@ -1,20 +1,100 @@
 """One WebSocket to a pod's ``portforward`` carrying SPDY (what kubectl does): each local
-connection becomes a pair of streams in it, opened with two frames (see ``_spdy``)."""
+connection becomes a pair of streams in it, opened with two frames (see ``_spdy``).
+
+Bytes take no task hop on their way: a message that arrives is parsed and handed to its
+local connection inside the WebSocket's ``data_received`` (:class:`TunnelConnection`), and
+a frame to send is written at once while the connection is open and its buffer is not full.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, NegotiationError
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
+from websockets.typing import Subprotocol
 
 from . import _spdy
+from ._spdy import TUNNEL_PROTOCOL
+
+log = logging.getLogger("testenv")
 
 #: Bytes of one data frame sent (the local read size).
 CHUNK = 65536
+
+
+class TunnelConnection(ClientConnection):
+    """The tunnel's WebSocket.
+
+    - websockets refuses a subprotocol that is not an RFC 7230 token, and Kubernetes names
+      the tunnel ``SPDY/3.1+portforward.k8s.io`` (a "/"): the request carries the header as
+      it is, and this accepts exactly that answer (or none: a cluster without the tunnel).
+    - Binary messages go to :attr:`on_message` as they are parsed (``process_event``, the
+      subclass hook websockets documents), not through its queue and a reading task; what
+      arrives before a receiver is set waits for it.
+    """
+
+    def __init__(self, protocol: ClientProtocol, *args: Any, **kwargs: Any) -> None:
+        protocol.process_subprotocol = _accept_tunnel  # type: ignore[method-assign]
+        super().__init__(protocol, *args, **kwargs)
+        self._on_message: Callable[[bytes], None] | None = None
+        self._early: list[bytes] = []
+        self._fragments: list[bytes] | None = None
+
+    def receive_with(self, on_message: Callable[[bytes], None]) -> None:
+        """Hand every binary message to ``on_message`` (those already here first)."""
+        self._on_message = on_message
+        early, self._early = self._early, []
+        for message in early:
+            on_message(message)
+
+    def process_event(self, event: Event) -> None:
+        if not isinstance(event, Frame) or event.opcode not in (Opcode.BINARY, Opcode.CONT):
+            super().process_event(event)  # the handshake, text, control frames
+            return
+        if event.opcode is Opcode.BINARY and event.fin:
+            self._deliver(bytes(event.data))
+            return
+        if event.opcode is Opcode.BINARY:
+            self._fragments = []
+        if self._fragments is not None:
+            self._fragments.append(bytes(event.data))
+            if event.fin:
+                message, self._fragments = b"".join(self._fragments), None
+                self._deliver(message)
+
+    def _deliver(self, message: bytes) -> None:
+        if self._on_message is None:
+            self._early.append(message)
+        else:
+            self._on_message(message)
+
+    def send_now(self, message: bytes) -> bool:
+        """Write a binary message at once when the connection is open and its buffer below
+        the high-water mark; False otherwise (then ``await send()``: it waits or raises)."""
+        if self.protocol.state is not State.OPEN or self.paused:
+            return False
+        self.protocol.send_binary(message)
+        self.send_data()
+        return True
+
+
+def _accept_tunnel(headers: Headers) -> Subprotocol | None:
+    values = headers.get_all("Sec-WebSocket-Protocol")
+    if not values:
+        return None
+    if values == [TUNNEL_PROTOCOL]:
+        return Subprotocol(TUNNEL_PROTOCOL)
+    raise NegotiationError(f"unexpected subprotocol {', '.join(values)}")
 
 
 class TunnelStream:
@@ -89,7 +169,7 @@ class TunnelStream:
 class SpdyTunnel:
     """The SPDY session in one port-forward WebSocket (``_spdy.TUNNEL_PROTOCOL``)."""
 
-    def __init__(self, ws: ClientConnection, on_error: Callable[[SpdyTunnel, str], None]) -> None:
+    def __init__(self, ws: TunnelConnection, on_error: Callable[[SpdyTunnel, str], None]) -> None:
         self.ws = ws
         self._on_error = on_error
         self._next_id = 1  # client streams are odd
@@ -101,14 +181,17 @@ class SpdyTunnel:
         self._opening = asyncio.Lock()
         self._going_away = False
         self._closer: asyncio.Future[None] | None = None
-        self._receiver = asyncio.create_task(self._receive())
+        self._pending: set[asyncio.Future[None]] = set()
+        ws.receive_with(self._on_message)
+        self._receiver = asyncio.create_task(self._until_closed())
 
     @property
     def alive(self) -> bool:
         return not self._going_away and self.ws.close_code is None and not self._receiver.done()
 
     async def send(self, frame: bytes) -> None:
-        await self.ws.send(frame)
+        if not self.ws.send_now(frame):
+            await self.ws.send(frame)  # waits for room, or raises ConnectionClosed
 
     async def open(self, port: int) -> TunnelStream:
         request = str(next(self._requests))
@@ -145,21 +228,37 @@ class SpdyTunnel:
         self._receiver.cancel()
         await asyncio.gather(self._receiver, return_exceptions=True)
 
-    async def _receive(self) -> None:
-        reason = "the port-forward connection closed"
+    async def _until_closed(self) -> None:
         try:
-            async for message in self.ws:
-                if isinstance(message, bytes):
-                    for frame in self._reader.feed(message):
-                        await self._dispatch(frame)
-        except ConnectionClosed as exc:
-            reason = f"the port-forward connection closed ({exc})"
+            await self.ws.wait_closed()
         finally:
+            reason = "the port-forward connection closed"
+            if self.ws.close_code is not None:
+                reason += f" ({self.ws.close_code} {self.ws.close_reason})".rstrip()
             for stream in list(self._streams.values()):
                 stream._end(reason)
             self._streams.clear()
 
-    async def _dispatch(self, frame: _spdy.Frame) -> None:
+    def _on_message(self, message: bytes) -> None:
+        try:
+            for frame in self._reader.feed(message):
+                self._dispatch(frame)
+        except Exception:  # a frame we cannot read: this tunnel is done, not the loop
+            log.exception("testenv: unreadable port-forward frame; closing the tunnel")
+            self.retire()
+            if self._closer is None:
+                self._closer = asyncio.ensure_future(self.ws.close())
+
+    def _send_soon(self, frame: bytes) -> None:
+        """Send from a callback: at once, or from a task when the buffer is full."""
+        if self.ws.send_now(frame):
+            return
+        task = asyncio.ensure_future(self.ws.send(frame))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
+
+    def _dispatch(self, frame: _spdy.Frame) -> None:
         if not frame.control:
             stream = self._streams.get(frame.stream_id)
             if stream is not None:
@@ -168,7 +267,7 @@ class SpdyTunnel:
                     self._on_error(self, stream.error)
             return
         if frame.type == _spdy.PING:
-            await self.send(_spdy.ping(frame.data))
+            self._send_soon(_spdy.ping(frame.data))
         elif frame.type == _spdy.RST_STREAM:
             stream = self._streams.get(frame.stream_id)
             if stream is not None:

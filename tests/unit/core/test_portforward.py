@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
@@ -26,6 +27,7 @@ from websockets.server import ServerProtocol
 from testenv import _portforward, _spdy
 from testenv._errors import PortForwardLostError
 from testenv._portforward import PodPortForward, ReadyPods, serving
+from testenv._tunnel import TunnelConnection
 
 PORT = 8080
 
@@ -475,3 +477,36 @@ async def test_the_api_servers_tls_context_is_built_once_per_credentials() -> No
     # Without certificates in the kubeconfig: the default verifying context.
     plain = await _portforward.api_tls(CertAuth(with_certificates=False))
     assert plain.verify_mode == ssl.CERT_REQUIRED
+
+
+async def test_the_tunnel_gets_whole_messages_in_order_fragmented_or_early() -> None:
+    """Messages reach the tunnel from the WebSocket's parser, not through a queue: one sent
+    in fragments arrives whole, those that came before the tunnel attached come first, and
+    a message is written at once while the connection is open."""
+
+    async def server(ws: ServerConnection) -> None:
+        await ws.send([b"fr", b"ag", b"ments"])  # one message in three frames
+        await ws.send(b"whole")
+        async for message in ws:
+            await ws.send(message)
+
+    async with serve(server, "127.0.0.1", 0) as ws_server:
+        port = next(iter(ws_server.sockets)).getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}", create_connection=TunnelConnection) as ws:
+            assert isinstance(ws, TunnelConnection)
+            # The pong comes after both messages: they have been parsed, nobody took them.
+            await (await ws.ping())
+            got: list[bytes] = []
+            echoed = asyncio.Event()
+
+            def on_message(message: bytes) -> None:
+                got.append(message)
+                if len(got) == 3:
+                    echoed.set()
+
+            ws.receive_with(on_message)
+            assert got == [b"fragments", b"whole"]
+            assert ws.send_now(b"echo")
+            await echoed.wait()
+            assert got[2] == b"echo"
+        assert not ws.send_now(b"late")  # closed: the caller must await send(), which raises
