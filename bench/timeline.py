@@ -7,8 +7,10 @@ first seen, on the same clock as the round's own timing:
 
 - the TestEnvironment exists; the first and the last of its pods exist (the operator's API
   writes, the Deployment and ReplicaSet controllers);
-- the last pod is scheduled; the last pod's containers run (sandbox, network, container
-  start);
+- the last pod is scheduled; its sandbox and network are ready (the kubelet's
+  ``PodReadyToStartContainers`` condition; where a cluster does not report it, or reports it
+  with the containers running, the same time as the next step); its containers run
+  (container start);
 - the last pod is Ready (the service's own start-up and its first successful probe);
 - the environment is Ready (the operator noticing it, discovery published, the status
   written).
@@ -31,6 +33,7 @@ STEPS = (
     "first pod created",
     "last pod created",
     "last pod scheduled",
+    "last pod's sandbox and network ready",
     "last pod's containers running",
     "last pod Ready",
     "TestEnvironment Ready",
@@ -152,7 +155,10 @@ class Timeline:
         if (obj.get("spec") or {}).get("nodeName"):
             pod.setdefault("scheduled", now)
         statuses = (obj.get("status") or {}).get("containerStatuses") or []
-        if statuses and all("running" in (s.get("state") or {}) for s in statuses):
+        running = bool(statuses) and all("running" in (s.get("state") or {}) for s in statuses)
+        if running or _condition(obj, "PodReadyToStartContainers"):
+            pod.setdefault("sandbox", now)
+        if running:
             pod.setdefault("running", now)
         if _condition(obj, "Ready"):
             pod.setdefault("ready", now)
@@ -160,6 +166,7 @@ class Timeline:
         for key, step in (
             ("created", "last pod created"),
             ("scheduled", "last pod scheduled"),
+            ("sandbox", "last pod's sandbox and network ready"),
             ("running", "last pod's containers running"),
             ("ready", "last pod Ready"),
         ):

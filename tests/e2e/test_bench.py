@@ -64,6 +64,7 @@ def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path
         "first pod created",
         "last pod created",
         "last pod scheduled",
+        "last pod's sandbox and network ready",
         "last pod's containers running",
         "last pod Ready",
         "TestEnvironment Ready",

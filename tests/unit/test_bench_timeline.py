@@ -12,14 +12,24 @@ def timeline(bench_module: Any) -> Any:
     return bench_module("timeline")
 
 
-def _pod(name: str, *, node: bool = False, running: bool = False, ready: bool = False) -> Any:
+def _pod(
+    name: str,
+    *,
+    node: bool = False,
+    sandbox: bool = False,
+    running: bool = False,
+    ready: bool = False,
+) -> Any:
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if sandbox:
+        conditions.append({"type": "PodReadyToStartContainers", "status": "True"})
     return {
         "kind": "Pod",
         "metadata": {"name": name},
         "spec": {"nodeName": "vm"} if node else {},
         "status": {
             "containerStatuses": [{"state": {"running": {}} if running else {"waiting": {}}}],
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "conditions": conditions,
         },
     }
 
@@ -34,10 +44,16 @@ def test_a_step_of_the_last_pod_is_seen_only_once_every_pod_has_reached_it(
     watched._event(_pod("b"))
     assert "last pod created" in watched.seen
     assert "last pod scheduled" not in watched.seen  # b is not scheduled yet
-    watched._event(_pod("b", node=True, running=True))
-    assert {"last pod scheduled", "last pod's containers running"} <= set(watched.seen)
+    watched._event(_pod("b", node=True))
+    assert "last pod scheduled" in watched.seen
+    assert "last pod's sandbox and network ready" not in watched.seen
+    watched._event(_pod("b", node=True, sandbox=True))
+    assert "last pod's sandbox and network ready" in watched.seen
+    assert "last pod's containers running" not in watched.seen
+    watched._event(_pod("b", node=True, sandbox=True, running=True))
+    assert "last pod's containers running" in watched.seen
     assert "last pod Ready" not in watched.seen
-    watched._event(_pod("b", node=True, running=True, ready=True))
+    watched._event(_pod("b", node=True, sandbox=True, running=True, ready=True))
     watched._event(
         {"kind": "TestEnvironment", "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
     )
@@ -51,3 +67,15 @@ def test_a_step_keeps_the_time_it_was_first_seen(timeline: Any) -> None:
     first = dict(watched.seen)
     watched._event(_pod("a", node=True, running=True, ready=True))
     assert watched.seen == first
+
+
+def test_without_the_sandbox_condition_running_containers_mean_the_sandbox_was_ready(
+    timeline: Any,
+) -> None:
+    """Clusters that do not report PodReadyToStartContainers still get every step."""
+    watched = timeline.Timeline("env", pods=1)
+    watched._event(_pod("a", node=True))
+    assert "last pod's sandbox and network ready" not in watched.seen
+    watched._event(_pod("a", node=True, running=True))
+    sandbox = watched.seen["last pod's sandbox and network ready"]
+    assert sandbox == watched.seen["last pod's containers running"]
