@@ -177,6 +177,13 @@ def test_max_size_bounds_a_pool_and_a_deleted_pool_leaves_only_what_is_held(
         wait_counts(k, pool, claimed=1, ready=1)
         got = json.loads(k("get", "testenvironmentpool", pool, "-o", "json").stdout)["status"]
         assert got["refilling"] == 0 and "maxSize 2" in got["message"]
+        # What the README says kubectl shows: the counts, and with -o wide why it waits.
+        plain = k("get", "tepool", pool).stdout.splitlines()
+        assert plain[0].split()[:6] == ["NAME", "SIZE", "MAX", "READY", "REFILLING", "CLAIMED"]
+        assert plain[1].split()[:6] == [pool, "2", "2", "1", "0", "1"]
+        assert "MESSAGE" not in plain[0]
+        wide = k("get", "tepool", pool, "-o", "wide").stdout.splitlines()
+        assert "MESSAGE" in wide[0] and "maxSize 2" in wide[1]
         assert len(members(k, pool)) == 2  # one held, one Ready: no third
         spare = next(n for n in members(k, pool) if n != mine)
         namespace = f"testenv-{spare}"
