@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import kr8s
-from kr8s.asyncio.objects import ConfigMap, Pod, Secret
+from kr8s.asyncio.objects import ConfigMap, Secret
 
 from ._context import EnvironmentInfo, Progress, StartResult
 from ._errors import ConfigurationError, EnvironmentFailedError
@@ -26,7 +26,7 @@ from ._kube import (
     server_status,
 )
 from ._pool import claim, matching_pools
-from ._portforward import ServiceForward, verify
+from ._portforward import ServiceForward, pods_of, verify
 from ._settings import DEFAULT_POOL_IDENTITY
 from ._spec import now_rfc3339, spec_hash, unique_name
 from ._tls import client_tls
@@ -340,10 +340,7 @@ class KubeEnvironment:
 
     async def _pods(self) -> list[dict[str, Any]]:
         """The environment's pods (read alongside discovery: the forwards pick from them)."""
-        listed = self.api.async_get(
-            Pod, namespace=self.namespace, label_selector={ENVIRONMENT_LABEL: self.name}
-        )
-        return [p.raw async for p in listed]
+        return await pods_of(self.api, self.namespace, {ENVIRONMENT_LABEL: self.name})
 
     async def _forward_all(
         self, records: dict[str, DiscoveryRecord], pods: list[dict[str, Any]], progress: Progress

@@ -76,6 +76,14 @@ def serving(pod: Mapping[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+async def pods_of(
+    api: Any, namespace: str | None, selector: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The pods matching ``selector`` in ``namespace``, as listed (one request)."""
+    listed = api.async_get(Pod, namespace=namespace, label_selector=selector)
+    return [pod.raw async for pod in listed]
+
+
 #: What a kr8s auth builds its TLS context from (a new context when one changes).
 _TLS_SOURCES = (
     "client_cert_file",
@@ -115,8 +123,7 @@ class ReadyPods:
 
     async def async_ready_pods(self) -> list[dict[str, Any]]:
         """Read the pods again and choose one (:meth:`choose`)."""
-        listed = self.api.async_get(Pod, namespace=self.namespace, label_selector=self.selector)
-        return self.choose([pod.raw async for pod in listed])
+        return self.choose(await pods_of(self.api, self.namespace, self.selector))
 
     def _selects(self, pod: Mapping[str, Any]) -> bool:
         labels = (pod.get("metadata") or {}).get("labels") or {}

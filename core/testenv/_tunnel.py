@@ -38,9 +38,9 @@ class TunnelConnection(ClientConnection):
     - websockets refuses a subprotocol that is not an RFC 7230 token, and Kubernetes names
       the tunnel ``SPDY/3.1+portforward.k8s.io`` (a "/"): the request carries the header as
       it is, and this accepts exactly that answer (or none: a cluster without the tunnel).
-    - Binary messages go to :attr:`on_message` as they are parsed (``process_event``, the
-      subclass hook websockets documents), not through its queue and a reading task; what
-      arrives before a receiver is set waits for it.
+    - Binary messages go to the receiver given to :meth:`receive_with` as they are parsed
+      (``process_event``, the subclass hook websockets documents), not through its queue and
+      a reading task; what arrives before a receiver is set waits for it.
     """
 
     def __init__(self, protocol: ClientProtocol, *args: Any, **kwargs: Any) -> None:

@@ -6,7 +6,10 @@ import asyncio
 import json
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
@@ -14,10 +17,12 @@ import yaml
 from testenv import ServiceDiscovery, SpecError, TestClientFactory
 from testenv._discovery import remove_discovery_files, write_discovery_files
 from testenv._environment import KubeEnvironment
+from testenv._kube import _require_crd
 from testenv._portforward import localize
 from testenv._spec import load_spec, spec_hash
 from testenv.api import (
     DiscoveryRecord,
+    ServiceSpec,
     TestEnvironmentSpec,
     pod_selector,
     reference_jobs,
@@ -223,3 +228,35 @@ def test_an_async_api_request_does_not_search_the_import_path() -> None:
     finally:
         sys.meta_path.remove(recorder)
     assert searched == []
+
+
+class ClassesOnlyApi:
+    """kr8s resolves a kind given by name by reading every API group (a request each, once
+    per process): the session's reads must name their kinds by class."""
+
+    def __init__(self, objects: dict[str, list[dict[str, Any]]]) -> None:
+        self.objects = objects
+        self.read: list[str] = []
+
+    async def async_get(self, kind: Any, *names: str, **params: Any) -> AsyncIterator[Any]:
+        assert not isinstance(kind, str), f"{kind!r} by name walks every API group"
+        self.read.append(kind.endpoint)
+        for raw in self.objects.get(kind.endpoint, []):
+            yield SimpleNamespace(raw=raw)
+
+
+async def test_a_session_reads_by_kind_class_never_by_kind_name() -> None:
+    record = DiscoveryRecord.for_service(ServiceSpec(name="web", image="x"), "web", 8080)
+    api = ClassesOnlyApi(
+        {
+            "customresourcedefinitions": [{"metadata": {"name": "testenvironments.testenv.dev"}}],
+            "configmaps": [{"data": {"web.json": record.model_dump_json()}}],
+            "pods": [{"metadata": {"name": "web-1"}}],
+        }
+    )
+    await _require_crd(api, "here")
+    env = KubeEnvironment(TestEnvironmentSpec())
+    env.api, env.namespace = api, "testenv-x"
+    assert list(await env._discovery()) == ["web"]
+    assert await env._pods() == [{"metadata": {"name": "web-1"}}]
+    assert api.read == ["customresourcedefinitions", "configmaps", "pods"]
