@@ -19,6 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "hack"))
 
+import e2e_leaks  # noqa: E402
 from e2e_helpers import Kubectl, manifest  # noqa: E402
 from tools import tool  # noqa: E402
 
@@ -84,50 +85,23 @@ def operator_installed(kube_api: kr8s.Api, kubectl: str) -> None:
         pytest.fail(f"the operator is not running: {ready.stderr}")
 
 
-LEAK_KINDS = (
-    ("testenvironments.testenv.dev",),
-    ("testenvironmentpools.testenv.dev",),
-    ("namespaces", "-l", "app.kubernetes.io/managed-by=testenv-operator"),
-)
-
-
-def _testenv_objects(kubectl: str) -> set[str]:
-    """``kind/name`` of every TestEnvironment and TestEnvironmentPool, and of every namespace
-    the operator manages."""
-    found: set[str] = set()
-    for args in LEAK_KINDS:
-        out = subprocess.run(
-            [kubectl, "get", *args, "-o", "jsonpath={.items[*].metadata.name}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if out.returncode == 0:
-            found |= {f"{args[0]}/{name}" for name in out.stdout.split()}
-    return found
-
-
 @pytest.fixture(scope="session", autouse=True)
 def leak_check(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After the e2e session: nothing it created is left (TestEnvironments, pools, their
-    namespaces and so their pods and ConfigMaps). Deletion is asynchronous (garbage
-    collection), so this waits on the objects with `kubectl wait --for=delete`, then fails
-    naming what leaked."""
+    """After the e2e session: nothing it created is left (tests/e2e_leaks.py). Under xdist
+    this worker hands what existed at its start to the controller, which checks once every
+    worker is done."""
     if not any(item.get_closest_marker("e2e") for item in request.session.items):
         yield
         return
     kubectl = os.environ.get("KUBECTL") or tool("kubectl") or "kubectl"
-    before = _testenv_objects(kubectl)
+    before = e2e_leaks.testenv_objects(kubectl)
     yield
-    new = _testenv_objects(kubectl) - before
-    if new:
-        subprocess.run(
-            [kubectl, "wait", "--for=delete", "--timeout=180s", *sorted(new)],
-            capture_output=True,
-            check=False,
-        )
-    leaked = sorted(_testenv_objects(kubectl) - before)
-    assert not leaked, f"the e2e session left these behind: {', '.join(leaked)}"
+    workeroutput = getattr(request.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[e2e_leaks.WORKER_OUTPUT_KEY] = {"kubectl": kubectl, "before": sorted(before)}
+        return
+    leaked = e2e_leaks.left_behind(kubectl, before)
+    assert not leaked, e2e_leaks.message(leaked)
 
 
 @pytest.fixture

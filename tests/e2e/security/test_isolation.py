@@ -27,20 +27,35 @@ AUTH = f"testenv/auth:{REFERENCE_IMAGE_TAG}"
 API = {"name": "api", "image": AUTH, "port": 8080, "secretKey": True}
 
 #: Connects to every ``reach|block:host:port`` argument; exits 1 unless each went as expected.
-#: A refused connection counts as reached (something answered); a policy drops silently.
+#: Connected or refused counts as reached (something answered); a policy drops silently (the
+#: connection times out). A name that does not resolve is neither. A Service refuses (the
+#: node's kube-proxy REJECTs it) until the proxy has its endpoints, which may be just after
+#: the environment is Ready: that refusal is not the target's answer, so a ``block`` target
+#: that refuses is asked again until a connection or a drop decides, or the deadline passes.
 PROBE = """
-import socket, sys
+import socket, sys, time
+deadline = time.monotonic() + 60
+
+def attempt(host, port):
+    try:
+        socket.create_connection((host, port), timeout=4).close()
+        return "connected"
+    except ConnectionRefusedError:
+        return "refused"
+    except socket.gaierror:
+        return "unresolved"
+    except OSError:
+        return "dropped"
+
 ok = True
 for arg in sys.argv[1:]:
     want, host, port = arg.split(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=4).close()
-        got = "reach"
-    except ConnectionRefusedError:
-        got = "reach"
-    except OSError as exc:
-        got = "block"
-    print(f"{arg} -> {got}", flush=True)
+    seen = attempt(host, int(port))
+    while want == "block" and seen == "refused" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        seen = attempt(host, int(port))
+    got = {"connected": "reach", "refused": "reach", "dropped": "block"}.get(seen, seen)
+    print(f"{arg} -> {got} ({seen})", flush=True)
     ok = ok and got == want
 sys.exit(0 if ok else 1)
 """
@@ -65,6 +80,11 @@ def cluster_targets(k: Kubectl) -> list[str]:
         f"block:{node}:10250",
         "block:169.254.169.254:80",
     ]
+
+
+def pod_ip(k: Kubectl, namespace: str) -> str:
+    """The IP of the (one) pod of a namespace: a target no Service or proxy stands before."""
+    return k("get", "pods", "-n", namespace, "-o", "jsonpath={.items[0].status.podIP}").stdout
 
 
 def probe_job(targets: list[str]) -> dict[str, Any]:
@@ -92,6 +112,7 @@ def test_an_environment_reaches_its_own_services_and_nothing_else(
     targets = [
         "reach:api:8080",  # its own service, by its short name (DNS works)
         f"block:api.{other}.svc.cluster.local:8080",  # another environment
+        f"block:{pod_ip(k, other)}:8080",  # its pod, not through the Service
         *cluster_targets(k),
     ]
     spec = {"network": {"egress": egress}, "services": [API], "jobs": [probe_job(targets)]}
@@ -134,6 +155,7 @@ def test_nothing_outside_reaches_into_an_environment(k: Kubectl, other: str, out
                         "-c",
                         PROBE,
                         f"block:api.{other}.svc.cluster.local:8080",
+                        f"block:{pod_ip(k, other)}:8080",
                     ],
                     "securityContext": {
                         "allowPrivilegeEscalation": False,
@@ -157,4 +179,5 @@ def test_nothing_outside_reaches_into_an_environment(k: Kubectl, other: str, out
     logs = k("logs", "probe", "-n", outside).stdout
     phase = k("get", "pod", "probe", "-n", outside, "-o", "jsonpath={.status.phase}").stdout
     assert phase == "Succeeded", logs
-    assert f"api.{other}.svc.cluster.local:8080 -> block" in logs
+    assert f"api.{other}.svc.cluster.local:8080 -> block (dropped)" in logs
+    assert f"{pod_ip(k, other)}:8080 -> block (dropped)" in logs
