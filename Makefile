@@ -85,3 +85,4 @@ BENCH_ARGS ?=
 bench: venv tools ensure-cluster install-operator  ## every benchmark against its same-run baseline: bench/results.{json,md}
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/import_cost.py
+	$(PY) bench/burst.py

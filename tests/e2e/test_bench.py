@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_helpers import Kubectl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 
@@ -73,3 +74,38 @@ def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path
     table = (tmp_path / "results.md").read_text()
     assert "| ready | testenv: TestEnvironment Ready |" in table
     assert results["machine"] in table
+
+
+def test_the_burst_breakdown_measures_each_cause_against_the_floor(
+    tmp_path: Path, k: Kubectl
+) -> None:
+    """bench/burst.py in its smallest form: every variant timed, each against the floor of the
+    same run, and nothing of it left behind."""
+    out = tmp_path / "burst.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench/burst.py"),
+            "--environments",
+            "2",
+            "--rounds",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    result = json.loads(out.read_text())
+    figures = {f["name"]: f for f in result["figures"]}
+    assert list(figures) == ["floor", "namespaces", "objects_pods", "objects_deployments"]
+    floor = figures["floor"]["p50_s"]
+    for f in figures.values():
+        assert f["rounds"] == 1 and f["p50_s"] > 0
+        assert f["ratio_to_floor"] == pytest.approx(f["p50_s"] / floor, rel=0.05, abs=0.01)
+    left = k("get", "namespaces", "-l", "testenv.dev/bench-burst", "-o", "name").stdout
+    assert left == ""
