@@ -48,7 +48,7 @@ from websockets.exceptions import (
 from ._errors import PortForwardLostError
 from ._spdy import TUNNEL_PROTOCOL
 from ._tls import client_tls
-from ._tunnel import SpdyTunnel, TunnelConnection, TunnelStream
+from ._tunnel import SpdyTunnel, TunnelConnection, TunnelStream, spawn
 from .api import DiscoveryRecord, pod_selector
 
 log = logging.getLogger("testenv")
@@ -197,12 +197,6 @@ class PodPortForward:
         if self._tunnel is not None:
             await self._tunnel.close()
 
-    def _in_background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
-
     # -- connecting ------------------------------------------------------------------------
     async def _ws_target(self, *, tunnel: bool) -> tuple[str, dict[str, Any]]:
         auth = self.api.auth
@@ -332,7 +326,7 @@ class PodPortForward:
         def expire() -> None:
             if task in self._spares:  # still nobody's: close it
                 self._spares.remove(task)
-                self._in_background(stream.ws.close())
+                spawn(self._background, stream.ws.close())
 
         asyncio.get_running_loop().call_later(SPARE_SECONDS, expire)
 

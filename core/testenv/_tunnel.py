@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
@@ -30,6 +30,16 @@ log = logging.getLogger("testenv")
 
 #: Bytes of one data frame sent (the local read size).
 CHUNK = 65536
+
+
+def spawn(tasks: set[asyncio.Future[Any]], awaitable: Awaitable[Any]) -> None:
+    """Run ``awaitable`` as a task kept in ``tasks`` until it is done (the loop holds tasks
+    weakly), its outcome retrieved: whoever owns ``tasks`` cancels and awaits what is left
+    when it closes, and learns of a failure from the state it left behind."""
+    task = asyncio.ensure_future(awaitable)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 class TunnelConnection(ClientConnection):
@@ -253,10 +263,7 @@ class SpdyTunnel:
         """Send from a callback: at once, or from a task when the buffer is full."""
         if self.ws.send_now(frame):
             return
-        task = asyncio.ensure_future(self.ws.send(frame))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved
+        spawn(self._pending, self.ws.send(frame))
 
     def _dispatch(self, frame: _spdy.Frame) -> None:
         if not frame.control:
