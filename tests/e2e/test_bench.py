@@ -17,16 +17,21 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("operator_installed")]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path: Path) -> None:
+def run_bench(script: str, *args: str, timeout: float) -> None:
+    """Run ``bench/<script>`` as `make bench` does; fails the test with its output tails."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench/run.py"), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "bench" / script), *args],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
-        timeout=1200,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+
+
+def test_the_quick_benchmark_measures_every_figure_against_its_baseline(tmp_path: Path) -> None:
+    run_bench("run.py", "--quick", "--out", str(tmp_path), timeout=1200)
     results = json.loads((tmp_path / "results.json").read_text())
     figures = results["figures"]
     assert {f["suite"] for f in figures} == {
@@ -82,24 +87,7 @@ def test_the_burst_breakdown_measures_each_cause_against_the_floor(
     """bench/burst.py in its smallest form: every variant timed, each against the floor of the
     same run, and nothing of it left behind."""
     out = tmp_path / "burst.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench/burst.py"),
-            "--environments",
-            "2",
-            "--rounds",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    run_bench("burst.py", "--environments", "2", "--rounds", "1", "--json", str(out), timeout=600)
     result = json.loads(out.read_text())
     figures = {f["name"]: f for f in result["figures"]}
     assert list(figures) == ["floor", "namespaces", "objects_pods", "objects_deployments"]
