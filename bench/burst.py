@@ -36,7 +36,7 @@ from typing import Any
 
 import kr8s.asyncio
 from _common import emit
-from run import floor_pods, web_spec
+from run import floor_pods, stats, web_spec
 
 from testenv.api import TestEnvironmentSpec
 from testenv_operator import render
@@ -180,16 +180,11 @@ async def gone(kube: Kube, tag: str) -> None:
 
 
 def figure(name: str, values: list[float], floor: list[float]) -> dict[str, Any]:
-    ordered = sorted(values)
-    p50 = statistics.median(values)
+    """``values``' spread as run.py reports it, and its p50 against the floor's."""
     return {
         "name": name,
-        "rounds": len(values),
-        "p50_s": round(p50, 3),
-        "p95_s": round(ordered[round(0.95 * (len(ordered) - 1))], 3),
-        "best_s": round(ordered[0], 3),
-        "worst_s": round(ordered[-1], 3),
-        "ratio_to_floor": round(p50 / statistics.median(floor), 2),
+        **stats(values),
+        "ratio_to_floor": round(statistics.median(values) / statistics.median(floor), 2),
     }
 
 

@@ -133,6 +133,7 @@ def outside(k: Kubectl) -> Iterator[str]:
 
 
 def test_nothing_outside_reaches_into_an_environment(k: Kubectl, other: str, outside: str) -> None:
+    other_pod = pod_ip(k, other)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -155,7 +156,7 @@ def test_nothing_outside_reaches_into_an_environment(k: Kubectl, other: str, out
                         "-c",
                         PROBE,
                         f"block:api.{other}.svc.cluster.local:8080",
-                        f"block:{pod_ip(k, other)}:8080",
+                        f"block:{other_pod}:8080",
                     ],
                     "securityContext": {
                         "allowPrivilegeEscalation": False,
@@ -180,4 +181,4 @@ def test_nothing_outside_reaches_into_an_environment(k: Kubectl, other: str, out
     phase = k("get", "pod", "probe", "-n", outside, "-o", "jsonpath={.status.phase}").stdout
     assert phase == "Succeeded", logs
     assert f"api.{other}.svc.cluster.local:8080 -> block (dropped)" in logs
-    assert f"{pod_ip(k, other)}:8080 -> block (dropped)" in logs
+    assert f"{other_pod}:8080 -> block (dropped)" in logs
