@@ -287,7 +287,7 @@ def round_product(spec: dict[str, Any]) -> tuple[float, dict[str, Any], dict[str
                 ),
             )
         status = json.loads(kubectl("get", "testenv", name, "-o", "json")).get("status") or {}
-        return took, status, timeline.seen
+        return took, status, timeline.steps()
     finally:
         kubectl("delete", "testenv", name, "--wait=false", "--ignore-not-found")
 

@@ -79,6 +79,20 @@ class Timeline:
             self._loop.call_soon_threadsafe(cancel)
         self._thread.join(10)
 
+    def steps(self) -> dict[str, float]:
+        """The steps seen, each at most the next one's time (:data:`STEPS` order). The pods
+        and the TestEnvironment come on two watch streams, delivered independently: on a
+        busy machine a pod's change can arrive after a later step seen on the other stream
+        (the TestEnvironment Ready, which the operator writes only once every pod is Ready).
+        Each step follows the previous one, so by the next step's time it had happened."""
+        out: dict[str, float] = {}
+        bound = float("inf")
+        for step in reversed(STEPS):
+            if step in self.seen:
+                bound = min(bound, self.seen[step])
+                out[step] = bound
+        return {step: out[step] for step in STEPS if step in out}
+
     def start(self) -> None:
         """The round starts now: steps are seconds since this call."""
         self.t0 = time.perf_counter()

@@ -79,3 +79,19 @@ def test_without_the_sandbox_condition_running_containers_mean_the_sandbox_was_r
     watched._event(_pod("a", node=True, running=True))
     sandbox = watched.seen["last pod's sandbox and network ready"]
     assert sandbox == watched.seen["last pod's containers running"]
+
+
+def test_a_step_seen_late_on_its_own_stream_is_bounded_by_the_next_step(timeline: Any) -> None:
+    """The pod watch can deliver the last pod's Ready after the TestEnvironment's Ready came
+    on the other stream: the steps still read in the order they happened."""
+    watched = timeline.Timeline("env", pods=1)
+    watched.seen.update({"TestEnvironment created": 0.1, "last pod scheduled": 0.4})
+    watched.seen["TestEnvironment Ready"] = 1.4
+    watched.seen["last pod Ready"] = 1.8  # arrived late
+    watched.seen["last pod's containers running"] = 1.3
+    steps = watched.steps()
+    assert list(steps) == [s for s in timeline.STEPS if s in watched.seen]
+    assert steps["last pod Ready"] == 1.4
+    assert steps["last pod's containers running"] == 1.3
+    assert steps["TestEnvironment Ready"] == 1.4
+    assert list(steps.values()) == sorted(steps.values())
