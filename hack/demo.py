@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import sys
 import time
 from typing import Any
@@ -16,10 +15,11 @@ from typing import Any
 import httpx
 import kr8s.asyncio
 import yaml
-from kr8s.asyncio.objects import APIObject, ConfigMap, Namespace, Pod
+from kr8s.asyncio.objects import APIObject, ConfigMap, Namespace
 from tools import ROOT, pinned_path
 
 from testenv._kube import TestEnvironment
+from testenv._portforward import PodPortForward, ReadyPods
 from testenv.api import DISCOVERY_CONFIGMAP, DiscoveryRecord, pod_selector
 
 SAMPLE = ROOT / "manifests/samples/minimal.yaml"
@@ -52,21 +52,15 @@ async def _follow(env: APIObject, budget_s: float) -> dict[str, Any]:
     raise RuntimeError("the watch ended before the environment was Ready")
 
 
-async def _probe(namespace: str, record: DiscoveryRecord, env_name: str) -> str:
-    """Health of a service through a real port-forward, as a client outside the cluster sees it."""
-    pods = [
-        p
-        async for p in Pod.list(
-            namespace=namespace,
-            label_selector=pod_selector(env_name, record.name),
-        )
-    ]
-    if not pods:
-        return "no pod"
-    with socket.socket() as sock:  # a port the OS says is free
-        sock.bind(("127.0.0.1", 0))
-        free = sock.getsockname()[1]
-    async with pods[0].portforward(remote_port=record.port, local_port=free) as port:
+async def _probe(api: kr8s.asyncio.Api, namespace: str, record: DiscoveryRecord, env: str) -> str:
+    """Health of a service through the library's port-forward, as a client outside the
+    cluster sees it."""
+    pods = ReadyPods(api, namespace, pod_selector(env, record.name))
+    if not await pods.async_ready_pods():
+        return "no ready pod"
+    forward = PodPortForward(api, pods, record.port)
+    port = await forward.start()
+    try:
         if record.health_url is None:  # a TCP service (PostgreSQL, Redis): it accepts?
             _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
             writer.close()
@@ -75,18 +69,12 @@ async def _probe(namespace: str, record: DiscoveryRecord, env_name: str) -> str:
         path = record.health_url.split(str(record.port), 1)[1]
         async with httpx.AsyncClient() as client:
             response = await client.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+    finally:
+        await forward.stop()
     return f"HTTP {response.status_code} through a port-forward"
 
 
-def _quiet_closed_forwards(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """kr8s reports its own cancelled socket tasks when a port-forward closes; nothing failed."""
-    if isinstance(context.get("exception"), asyncio.CancelledError):
-        return
-    loop.default_exception_handler(context)
-
-
 async def up(name: str, budget_s: float) -> int:
-    asyncio.get_running_loop().set_exception_handler(_quiet_closed_forwards)
     api = await kr8s.asyncio.api()
     manifest = yaml.safe_load(SAMPLE.read_text())
     manifest["metadata"]["name"] = name
@@ -109,7 +97,7 @@ async def up(name: str, budget_s: float) -> int:
     _say(f"\n==> {name} is Ready in namespace {namespace} ({ready_after}s after creation)")
     _say(f"    expires at {status.get('expiresAt')}; `kubectl get testenv {name}` shows it\n")
     for rec in sorted(records, key=lambda r: r.name):
-        probe = await _probe(namespace, rec, name)
+        probe = await _probe(api, namespace, rec, name)
         _say(f"  {rec.name:<9} {rec.base_url or rec.url}  (health: {probe})")
         if rec.ws_url:
             _say(f"  {'':<9} {rec.ws_url}")

@@ -17,6 +17,7 @@ import kr8s
 import pytest
 from kr8s.objects import Namespace, Pod
 
+from testenv._portforward import PodPortForward, ReadyPods
 from testenv.api import REFERENCE_IMAGE_TAG
 
 pytestmark = pytest.mark.e2e
@@ -211,11 +212,18 @@ def test_kubectl_port_forward(kubectl: str, web: str) -> None:
 
 
 async def test_python_client_port_forward(web: str) -> None:
+    """The library's own forwarder (not kr8s's, whose free-port pick races other processes
+    binding between its check and its bind: seen under CI load)."""
     api = await kr8s.asyncio.api()
-    pod = await kr8s.asyncio.objects.Pod.get("web", namespace=web, api=api)
-    async with pod.portforward(remote_port=8080, local_port=0) as local_port:
+    pods = ReadyPods(api, web, {"app": "web"})
+    assert await pods.async_ready_pods(), "pod web is not ready"
+    forward = PodPortForward(api, pods, 8080)
+    local_port = await forward.start()
+    try:
         async with httpx.AsyncClient() as client:
             response = await client.get(f"http://127.0.0.1:{local_port}/hostname", timeout=10)
+    finally:
+        await forward.stop()
     assert response.status_code == 200
 
 
