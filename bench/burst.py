@@ -9,9 +9,10 @@ reconcile, status or events. The pods are Ready as the floor's are: each step is
 - ``floor``: N bare pods in one namespace (the concurrency suite's baseline);
 - ``namespaces``: N namespaces with one bare pod each (what isolation by namespace costs);
 - ``objects_pods``: each environment's objects as the operator renders them (quota, limits,
-  network policies, Service, Secret), the service as a bare pod;
-- ``objects_deployments``: the same with the service as a Deployment, as the operator does
-  today: what the Deployment -> ReplicaSet -> pod chain adds under load.
+  network policies, Service, Secret), the service as a bare pod (as the operator makes it
+  since docs/decisions/0002-services-as-bare-pods.md);
+- ``objects_deployments``: the same with the service as a Deployment, as the operator did
+  before: what the Deployment -> ReplicaSet -> pod chain adds under load.
 
 Every variant runs in every round, interleaved, and is reported against the floor of the same
 run. The objects carry a label of their own instead of the operator's, so the running operator
@@ -73,18 +74,23 @@ def _template_labels(obj: Obj) -> dict[str, str]:
     return labels
 
 
-def as_pod(deployment: Obj) -> Obj:
-    """The pod a Deployment would make, as a bare pod of the same name."""
-    template = deployment["spec"]["template"]
+def as_deployment(pod: Obj) -> Obj:
+    """A Deployment of one replica making ``pod`` (named after its service)."""
+    labels = dict(pod["metadata"]["labels"])
+    selector = {k: v for k, v in labels.items() if k.startswith("testenv.dev/")}
     return {
-        "apiVersion": "v1",
-        "kind": "Pod",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {
-            "name": deployment["metadata"]["name"],
-            "namespace": deployment["metadata"]["namespace"],
-            "labels": dict(template["metadata"]["labels"]),
+            "name": labels["testenv.dev/service"],
+            "namespace": pod["metadata"]["namespace"],
+            "labels": labels,
         },
-        "spec": template["spec"],
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": labels}, "spec": pod["spec"]},
+        },
     }
 
 
@@ -101,8 +107,8 @@ def environment(tag: str, spec: TestEnvironmentSpec, bare_pods: bool) -> tuple[O
     name = f"burst-{uuid.uuid4().hex[:6]}"
     ns, *rest = (relabel(o, tag) for o in render.render_environment(name, "bench", spec))
     secret = relabel(render.render_secret(name, "bench", spec, secrets.token_urlsafe(32)), tag)
-    if bare_pods:
-        rest = [as_pod(o) if o["kind"] == "Deployment" else o for o in rest]
+    if not bare_pods:
+        rest = [as_deployment(o) if o["kind"] == "Pod" else o for o in rest]
     return ns, secret, rest
 
 

@@ -6,7 +6,7 @@ environment is created (both watches are established first) and notes when each 
 first seen, on the same clock as the round's own timing:
 
 - the TestEnvironment exists; the first and the last of its pods exist (the operator's API
-  writes, the Deployment and ReplicaSet controllers);
+  writes: the operator creates them itself);
 - the last pod is scheduled; its sandbox and network are ready (the kubelet's
   ``PodReadyToStartContainers`` condition; where a cluster does not report it, or reports it
   with the containers running, the same time as the next step); its containers run

@@ -61,7 +61,7 @@ CREATOR_ANNOTATION: Final = f"{GROUP}/creator"
 ENVIRONMENT_LABEL: Final = f"{GROUP}/environment"
 # Label with a hash of the spec, used by the plugin to reuse an identical environment.
 SPEC_HASH_LABEL: Final = f"{GROUP}/spec-hash"
-# Label on a service's pods, Deployment and Service, naming the service.
+# Label on a service's pods and Service, naming the service.
 SERVICE_LABEL: Final = f"{GROUP}/service"
 # Label on a job's Job and pods, naming the job.
 JOB_LABEL: Final = f"{GROUP}/job"
@@ -484,7 +484,7 @@ def _list_map(key: str = "name", **extra: Any) -> dict[str, Any]:
 class _Workload(_Model):
     """What services and jobs share: a container and what it needs."""
 
-    #: A DNS label: the Deployment's, Service's or Job's name.
+    #: A DNS label: the Service's or Job's name (a service's pods: ``<name>-<hash>-<i>``).
     name: WorkloadName
     #: The container image (``IfNotPresent``: load local images into the cluster).
     image: Annotated[str | None, Field(min_length=1, max_length=512, pattern=IMAGE)] = None
@@ -621,7 +621,8 @@ def password_secret(service: str) -> str:
 
 
 class ServiceSpec(_Workload):
-    """One service of an environment: a Deployment plus a Service of the same name.
+    """One service of an environment: ``replicas`` pods (the operator's own, no Deployment)
+    plus a Service of the same name.
 
     Either ``image`` or ``preset``. Ports: ``ports``, or the shorthand ``port`` (one HTTP port
     named ``http``), else the preset's, else 8080.

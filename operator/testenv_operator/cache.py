@@ -15,14 +15,13 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, Protocol
 
-from testenv.api import ENVIRONMENT_LABEL, LEASE_RENEWED_ANNOTATION, TEMPLATE_HASH_ANNOTATION
+from testenv.api import ENVIRONMENT_LABEL, LEASE_RENEWED_ANNOTATION
 from testenv_operator.kube import KubeClient
 
 Obj = Mapping[str, Any]
 
 #: Child kinds indexed by environment name, and the kopf index (handler) that holds each.
 CHILD_INDEXES: dict[str, str] = {
-    "Deployment": "deployments_by_environment",
     "Job": "jobs_by_environment",
     "Pod": "pods_by_environment",
     "Service": "services_by_environment",
@@ -94,12 +93,11 @@ class IndexReads:
         ]
 
 
-#: What the operator reads of each kind it indexes: everything else (a pod's spec, a
-#: Deployment's template, every object's managedFields) is left out of the indexes, which
+#: What the operator reads of each kind it indexes: everything else (a pod's spec, a Job's
+#: template, every object's managedFields) is left out of the indexes, which
 #: hold every object of their kind (bench/scale.py: the operator's memory at 500 environments).
 KEPT: dict[str, tuple[str, ...]] = {
     "Pod": ("metadata", "status"),
-    "Deployment": ("metadata", "spec", "status"),  # spec: replicas and the template's hash
     "Job": ("metadata", "status"),
     "Service": ("metadata",),
     "ConfigMap": ("metadata", "data"),
@@ -142,13 +140,4 @@ def index_entry(
     if lease_fields:
         meta["managedFields"] = _lease_entries(managed)
     copy["metadata"] = meta
-    if keep is not None and "spec" in copy and copy.get("kind") == "Deployment":
-        spec = body.get("spec") or {}
-        template = (spec.get("template") or {}).get("metadata") or {}
-        template_hash = (template.get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
-        copy["spec"] = {k: v for k, v in (("replicas", spec.get("replicas")),) if v is not None}
-        if template_hash is not None:
-            copy["spec"]["template"] = {
-                "metadata": {"annotations": {TEMPLATE_HASH_ANNOTATION: template_hash}}
-            }
     return {key: copy}

@@ -24,6 +24,8 @@ CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"
 # namespace: it retries on its own within seconds, so that is not a failure.
 TRANSIENT_CONFIG_MESSAGES = ("failed to sync secret cache", "failed to sync configmap cache")
 SYNCING_CONFIG = "SyncingConfig"
+#: A pod the API server refused to create (as a ReplicaSet's ``FailedCreate`` says).
+FAILED_CREATE = "FailedCreate"
 CRASH_REASON = "CrashLoopBackOff"
 FATAL_REASONS = IMAGE_REASONS | CONFIG_REASONS
 # A container that exited with an error this many times is crash-looping even while the
@@ -104,13 +106,12 @@ def diagnose_pods(pods: Iterable[Obj]) -> Finding | None:
     return None
 
 
-def pending_reason(pods: Iterable[Obj], deployment: Obj | None) -> tuple[str, str]:
-    """What a not-yet-ready service is waiting for (reason, message), for Progressing."""
-    if deployment is None:
-        return "DeploymentMissing", "the Deployment does not exist (yet)"
-    for cond in (deployment.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
-            return str(cond.get("reason") or "ReplicaFailure"), str(cond.get("message") or "")
+def pending_reason(pods: Iterable[Obj], refused: str | None = None) -> tuple[str, str]:
+    """What a not-yet-ready service is waiting for (reason, message), for Progressing.
+    ``refused``: the API server's answer to the operator's last attempt to create one of
+    its pods (an exceeded quota, an admission policy), which it retries."""
+    if refused:
+        return FAILED_CREATE, refused
     live = [p for p in pods if not _terminating(p)]
     if not live:
         return "PodsPending", "no pods yet"

@@ -36,7 +36,6 @@ MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 #: The child kinds the operator watches: only objects it labelled, filtered by the API server.
 CHILD_RESOURCES = (
-    ("apps", "v1", "deployments"),
     ("batch", "v1", "jobs"),
     ("v1", "services"),
     ("v1", "pods"),
@@ -103,11 +102,6 @@ async def pool_members(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
 @kopf.index("v1", "namespaces", labels=MANAGED)
 async def namespaces_by_name(name: str, body: Any, **_: Any) -> Any:
     return index_entry(name, body, keep=KEPT["Namespace"])
-
-
-@kopf.index("apps", "v1", "deployments", labels=MANAGED)
-async def deployments_by_environment(labels: Mapping[str, str], body: Any, **_: Any) -> Any:
-    return index_entry(labels.get(ENVIRONMENT_LABEL), body, keep=KEPT["Deployment"])
 
 
 @kopf.index("batch", "v1", "jobs", labels=MANAGED)
@@ -179,7 +173,6 @@ async def environment_event(
     rec.nudge(name)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
 @kopf.on.event("v1", "pods", labels=MANAGED)

@@ -36,7 +36,6 @@ KINDS: dict[str, Kind] = {
     "Service": Kind("v1", "services", True),
     "Pod": Kind("v1", "pods", True),
     "Event": Kind("v1", "events", True),
-    "Deployment": Kind("apps/v1", "deployments", True),
     "Job": Kind("batch/v1", "jobs", True),
     "NetworkPolicy": Kind("networking.k8s.io/v1", "networkpolicies", True),
     "TestEnvironment": Kind(f"{GROUP}/{VERSION}", PLURAL, False),

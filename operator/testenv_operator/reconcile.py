@@ -5,12 +5,14 @@ One idempotent :meth:`Reconciler.reconcile` serves create, update, resume and he
 1. the namespace is created (a create: an existing one is never modified or adopted, and a
    conflict makes the environment Failed with ``NamespaceConflict``);
 2. every other object is server-side applied (the Secrets first, created once, then the rest
-   at once);
-3. the status is computed from the Deployments and Pods (:mod:`status`), the discovery
-   ConfigMap is published once every service is Ready.
+   at once)
+   and each service's pods are created (by the operator itself, no Deployment: see
+   docs/decisions/0002-services-as-bare-pods.md; outdated and finished ones are deleted);
+3. the status is computed from the pods (:mod:`status`), the discovery ConfigMap is published
+   once every service is Ready.
 
 It runs in a per-environment monitor task, woken by watch events (the kopf event handlers on
-the TestEnvironment and on its Deployments, Services and Pods call :meth:`Reconciler.nudge`)
+the TestEnvironment and on its Pods, Jobs, Services and ConfigMaps call :meth:`Reconciler.nudge`)
 and by its own deadlines (readiness timeouts, expiry) — there is no polling loop. The same
 task applies a new environment or a new generation, follows readiness, recreates deleted
 objects and deletes the environment once its ttl or lease has run out.
@@ -23,7 +25,7 @@ import base64
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -59,10 +61,12 @@ from testenv_operator.status import (
     compute_status,
     job_verdict,
     labelled,
+    live_pods,
     parse_status,
     ready_workloads,
     startable,
     status_patch,
+    template_hash_of,
     waiting_for,
 )
 from testenv_operator.timeutil import now, parse_time
@@ -90,6 +94,49 @@ def _refused(exc: KubeError) -> bool:
     """A refusal of the spec, not a passing state: a namespace being deleted also answers
     403 ("being terminated"), and that one clears once it is gone."""
     return exc.status in REFUSALS and "being terminated" not in exc.message
+
+
+def _finished(pod: Obj) -> bool:
+    """A pod that will not run again and is not being deleted yet (evicted, node lost)."""
+    meta = pod.get("metadata") or {}
+    return not meta.get("deletionTimestamp") and not live_pods([pod])
+
+
+def _service_of(pod: Obj) -> str | None:
+    label = ((pod.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL)
+    return str(label) if label else None
+
+
+def _controlled_by(obj: Obj, uid: str) -> bool:
+    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(o.get("controller") and o.get("uid") == uid for o in owners)
+
+
+def _services_with_pods(pods: list[Obj]) -> set[str]:
+    return {service for p in pods if (service := _service_of(p))}
+
+
+def _missing_pods(service: str, replicas: int, template_hash: str, pods: list[Obj]) -> list[str]:
+    """``Pod/<name>`` of each pod a started service should have and lacks: absent, or
+    finished (a terminating one is not missing yet: its DELETED event wakes the monitor)."""
+    by_name = {str(p["metadata"]["name"]): p for p in pods}
+    names = (render.service_pod_name(service, template_hash, i) for i in range(replicas))
+    return [f"Pod/{name}" for name in names if name not in by_name or _finished(by_name[name])]
+
+
+def missing_workloads(missing: list[str]) -> set[str]:
+    """The services and jobs that ``missing`` (``Kind/name``) objects belong to (a pod's
+    name is ``<service>-<hash>-<index>``, see ``render.service_pod_name``)."""
+    return {
+        name.rsplit("-", 2)[0] if kind == "Pod" else name
+        for kind, name in (m.split("/", 1) for m in missing)
+    }
+
+
+def _earliest_created(objs: Iterable[Obj]) -> datetime | None:
+    times = [parse_time((o.get("metadata") or {}).get("creationTimestamp")) for o in objs]
+    present = [t for t in times if t is not None]
+    return min(present) if present else None
 
 
 class InvalidSpec(ValueError):
@@ -150,8 +197,13 @@ class EnvState:
     written_at: datetime | None = None
     #: The discovery data last applied (a cache may not show it yet).
     published: Obj | None = None
-    #: Services and jobs whose Deployment or Job was applied (the others wait: dependsOn).
+    #: Services and jobs whose pods or Job were created (the others wait: dependsOn).
     started: set[str] = field(default_factory=set)
+    #: The template hash of each service's pods, for ``hashed_generation`` of the spec.
+    template_hashes: dict[str, str] = field(default_factory=dict)
+    hashed_generation: int | None = None
+    #: Services whose last pod create the API server refused (a quota, a policy): its answer.
+    refused_pods: dict[str, str] = field(default_factory=dict)
     #: A spec generation the API server refused, and why (not retried until it changes).
     refused_generation: int | None = None
     refused_message: str | None = None
@@ -163,7 +215,7 @@ class EnvState:
 @dataclass
 class RefreshResult:
     status: TestEnvironmentStatus
-    missing: list[str]  # objects that should exist but do not (Deployment/x, Service/x)
+    missing: list[str]  # objects that should exist but do not (Pod/x-<hash>-0, Service/x)
     wake_at: datetime | None  # the next deadline worth waking up for
 
 
@@ -252,11 +304,9 @@ class Reconciler:
         if _terminating(ns):
             state.reapply = True
             return False
-        (deployments, jobs), pods = await asyncio.gather(
-            self._workloads(env), self.reads.children("Pod", env.name, env.namespace)
-        )
-        ready = ready_workloads(env.spec, deployments, jobs, pods)
-        started = startable(env.spec, set(deployments) | set(jobs), ready)
+        pods, jobs = await self._workloads(env)
+        ready = ready_workloads(env.spec, self._template_hashes(env, state), jobs, pods)
+        started = startable(env.spec, _services_with_pods(pods) | set(jobs), ready)
         objects = render.render_environment(
             env.name, env.uid, env.spec, started, self.settings.render_options
         )
@@ -269,7 +319,10 @@ class Reconciler:
         created_secret = await self.kube.create(secret) is not None
         await self._ensure_credentials(env)
         rest = await self._without_current_jobs(env, rest, jobs)
-        await asyncio.gather(*(self.kube.apply(obj) for obj in rest))
+        wanted_pods = [obj for obj in rest if obj["kind"] == "Pod"]
+        await asyncio.gather(*(self.kube.apply(obj) for obj in rest if obj["kind"] != "Pod"))
+        # After the files' ConfigMaps: a pod created before its files waits for them.
+        await self._sync_pods(env, state, wanted_pods, pods)
         state.started = started
         first = state.applied_generation is None
         state.applied_generation = env.generation
@@ -282,16 +335,72 @@ class Reconciler:
         self._event(env, "Normal", "Applied" if first else "Reapplied", what)
         return True
 
-    async def _workloads(self, env: Environment) -> tuple[dict[str, Obj], dict[str, Obj]]:
-        """The environment's Deployments and Jobs by name."""
-        deployments, jobs = await asyncio.gather(
-            self.reads.children("Deployment", env.name, env.namespace),
+    async def _workloads(self, env: Environment) -> tuple[list[Obj], dict[str, Obj]]:
+        """The environment's pods (its services' and its jobs') and its Jobs by name. A pod
+        labelled as a service's that this environment does not control (a Deployment's, left
+        by an operator before docs/decisions/0002; anyone's) is not the service's: it is
+        neither counted nor deleted."""
+        pods, jobs = await asyncio.gather(
+            self.reads.children("Pod", env.name, env.namespace),
             self.reads.children("Job", env.name, env.namespace),
         )
-        return (
-            {str(d["metadata"]["name"]): d for d in deployments},
-            {str(j["metadata"]["name"]): j for j in jobs},
+        ours = [p for p in pods if not _service_of(p) or _controlled_by(p, env.uid)]
+        return ours, {str(j["metadata"]["name"]): j for j in jobs}
+
+    def _template_hashes(self, env: Environment, state: EnvState) -> dict[str, str]:
+        """Each service's pod template hash (rendered once per generation of the spec)."""
+        if env.generation is None or state.hashed_generation != env.generation:
+            state.template_hashes = {
+                svc.name: render.pod_template_hash(
+                    env.name, env.uid, env.spec, svc, self.settings.render_options
+                )
+                for svc in env.spec.services
+            }
+            state.hashed_generation = env.generation
+        return state.template_hashes
+
+    async def _sync_pods(
+        self, env: Environment, state: EnvState, wanted: list[render.Obj], pods: list[Obj]
+    ) -> None:
+        """Make the services' pods those ``wanted``: create the missing ones, delete the
+        others (outdated, a replica too many, a service no longer in the spec) and the
+        finished ones (evicted, their node lost: the deletion wakes the monitor, which then
+        creates them anew). A create the API server refuses for a quota or a policy (403) is
+        recorded as the service's ``FailedCreate`` and tried again on later passes."""
+        wanted_names = {str(p["metadata"]["name"]) for p in wanted}
+        existing = {str(p["metadata"]["name"]): p for p in pods if _service_of(p)}
+        live = {str(p["metadata"]["name"]) for p in live_pods(list(existing.values()))}
+        doomed = [
+            name
+            for name, pod in existing.items()
+            if not (pod.get("metadata") or {}).get("deletionTimestamp")
+            and (name not in wanted_names or name not in live)
+        ]
+        to_create = [p for p in wanted if p["metadata"]["name"] not in existing]
+        results = await asyncio.gather(
+            *(self._create_pod(env, state, pod) for pod in to_create),
+            *(self.kube.delete("Pod", name, env.namespace) for name in doomed),
+            return_exceptions=True,
         )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _create_pod(self, env: Environment, state: EnvState, pod: render.Obj) -> None:
+        service = str(pod["metadata"]["labels"][SERVICE_LABEL])
+        try:
+            await self.kube.create(pod)  # None: it exists (its DELETED event wakes us)
+        except KubeError as exc:
+            if exc.status != 403 or not _refused(exc):
+                raise
+            message = exc.message
+            if len(message) > MAX_REFUSAL_MESSAGE:
+                message = message[:MAX_REFUSAL_MESSAGE] + "…"
+            if state.refused_pods.get(service) != message:
+                self._event(env, "Warning", diagnose.FAILED_CREATE, message)
+            state.refused_pods[service] = message
+            return
+        state.refused_pods.pop(service, None)
 
     async def _without_current_jobs(
         self, env: Environment, objects: list[render.Obj], jobs: Mapping[str, Obj]
@@ -352,7 +461,7 @@ class Reconciler:
         secrets: list[str],
     ) -> tuple[list[str], list[str]]:
         """Last events and log lines of a failing service (``secrets`` redacted)."""
-        pods = [p for p in so.pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+        pods = live_pods(so.pods)
         pod_name = (
             finding.pod if finding else (str(pods[0]["metadata"]["name"]) if pods else so.spec.name)
         )
@@ -399,8 +508,7 @@ class Reconciler:
         if previous is None or previous.request != request:
             names = ", ".join(j.name for j in jobs)
             self._event(env, "Normal", "Resetting", f"a client asked for a reset: running {names}")
-        _, existing = await self._workloads(env)
-        pods = await self.reads.children("Pod", env.name, env.namespace)
+        pods, existing = await self._workloads(env)
         verdicts: list[JobStatus] = []
         for job in jobs:
             obj = existing.get(job.name)
@@ -499,9 +607,8 @@ class Reconciler:
             return obs, []
         if conflict or ns is None:
             return obs, [] if conflict else ["Namespace/" + env.namespace]
-        (by_name, jobs), pods, services, configmaps = await asyncio.gather(
+        (pods, jobs), services, configmaps = await asyncio.gather(
             self._workloads(env),
-            self.reads.children("Pod", env.name, env.namespace),
             self.reads.children("Service", env.name, env.namespace),
             self.reads.children("ConfigMap", env.name, env.namespace),
         )
@@ -510,31 +617,33 @@ class Reconciler:
         )
         service_names = {str(s["metadata"]["name"]) for s in services}
         applied = state.applied_at or env.created
-        ready = ready_workloads(env.spec, by_name, jobs, pods)
+        hashes = self._template_hashes(env, state)
+        ready = ready_workloads(env.spec, hashes, jobs, pods)
         missing: list[str] = []
 
         def pods_labelled(label: str, value: str) -> list[Obj]:
             return labelled(pods, label, value)
 
         for svc in env.spec.services:
-            deployment = by_name.get(svc.name)
-            waits = waiting_for(svc, ready) if deployment is None else []
-            if deployment is None and not waits:
-                missing.append(f"Deployment/{svc.name}")
+            svc_pods = pods_labelled(SERVICE_LABEL, svc.name)
+            waits = waiting_for(svc, ready) if not svc_pods else []
+            if not waits:
+                missing += _missing_pods(svc.name, svc.replicas, hashes[svc.name], svc_pods)
             if svc.name not in service_names:
                 missing.append(f"Service/{svc.name}")
-            # The readiness timeout counts from the Deployment's creation (dependsOn).
-            created = parse_time(
-                ((deployment or {}).get("metadata") or {}).get("creationTimestamp")
+            # The readiness timeout counts from its first current pod's creation (dependsOn).
+            created = _earliest_created(
+                p for p in svc_pods if template_hash_of(p) == hashes[svc.name]
             )
             since = max(applied, created) if created is not None else applied
             obs.services.append(
                 ServiceObservation(
                     spec=svc,
-                    deployment=deployment,
-                    pods=pods_labelled(SERVICE_LABEL, svc.name),
+                    template_hash=hashes[svc.name],
+                    pods=svc_pods,
                     deadline=None if waits else since + parse_duration(svc.readiness_timeout),
                     waiting_for=waits,
+                    refused=state.refused_pods.get(svc.name),
                 )
             )
         for job in env.spec.setup_jobs:
@@ -588,7 +697,7 @@ class Reconciler:
             secrets = await self._secret_values(env)  # once, for every failure's evidence
             details = await asyncio.gather(
                 *(
-                    self._details(env, so, diagnose.diagnose_pods(so.pods), secrets)
+                    self._details(env, so, diagnose.diagnose_pods(live_pods(so.pods)), secrets)
                     for so in needs_details
                 )
             )
@@ -729,7 +838,7 @@ class Reconciler:
             if needs_apply:
                 await self._apply_or_fail(env, state)
             result = await self._refresh_or_fail(env, state)
-            names = {m.split("/", 1)[1] for m in result.missing}
+            names = missing_workloads(result.missing)
             # Start what became startable at once; recreate what vanished once reads settled
             # and the API confirms it (a busy operator's watch cache lags: re-applying
             # everything on its word made a burst of environments slower still).
@@ -740,16 +849,21 @@ class Reconciler:
                 and self._settled(state)
             ):
                 result.missing = await self._confirmed_missing(env, result.missing)
-                names = {m.split("/", 1)[1] for m in result.missing}
+                names = missing_workloads(result.missing)
             if (
                 result.missing
                 and state.applied_generation is not None
                 and (self._settled(state) or not names <= state.started)
             ):
                 if names <= state.started:
-                    self._event(
-                        env, "Normal", "Recreating", "recreating " + ", ".join(result.missing)
-                    )
+                    # Not again and again for pods a quota keeps refusing (FailedCreate says it).
+                    again = [
+                        m
+                        for m in result.missing
+                        if missing_workloads([m]) - state.refused_pods.keys()
+                    ]
+                    if again:
+                        self._event(env, "Normal", "Recreating", "recreating " + ", ".join(again))
                 else:
                     self._event(
                         env,
@@ -767,11 +881,16 @@ class Reconciler:
             return result
 
     async def _confirmed_missing(self, env: Environment, missing: list[str]) -> list[str]:
-        """Those of ``missing`` (``Kind/name``) that the API server does not have either."""
+        """Those of ``missing`` (``Kind/name``) that the API server does not have either (or
+        has as a finished pod, which is to be replaced)."""
         found = await asyncio.gather(
             *(self.kube.get(m.split("/", 1)[0], m.split("/", 1)[1], env.namespace) for m in missing)
         )
-        return [m for m, obj in zip(missing, found, strict=True) if obj is None]
+        return [
+            m
+            for m, obj in zip(missing, found, strict=True)
+            if obj is None or (obj.get("kind") == "Pod" and _finished(obj))
+        ]
 
     def _settled(self, state: EnvState) -> bool:
         """Whether the reads can be trusted to show what was applied: a watch cache shows a

@@ -7,8 +7,10 @@ carry the shape of the objects.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import re
 import secrets
 import string
 from collections.abc import Collection
@@ -49,6 +51,8 @@ Obj = dict[str, Any]
 
 SECRET_KEY = "secret-key"
 
+#: Hex digits of the template hash in a service pod's name.
+POD_HASH_LENGTH = 10
 QUOTA: dict[str, str] = {
     "pods": "100",
     "services": "40",
@@ -66,10 +70,23 @@ LIMITS: dict[str, dict[str, str]] = {
 }
 
 
+#: An escaped backslash, or a character beyond the BMP as JSON escapes it (a surrogate pair).
+_JSON_ESCAPE = re.compile(r"(\\\\)|\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _yaml_escape(match: re.Match[str]) -> str:
+    if match.group(1):
+        return match.group(1)
+    high, low = int(match.group(2), 16), int(match.group(3), 16)
+    return f"\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08x}"
+
+
 def _tojson(value: Any) -> str:
     """JSON that YAML reads back exactly: every character outside printable ASCII escaped
-    (YAML refuses raw DEL, C1 controls and some Unicode that JSON leaves alone)."""
-    return json.dumps(value, ensure_ascii=True, separators=(", ", ": ")).replace("\x7f", "\\u007f")
+    (YAML refuses raw DEL, C1 controls and some Unicode that JSON leaves alone), those beyond
+    the BMP as YAML's ``\\U`` escapes (YAML refuses JSON's surrogate pairs)."""
+    text = json.dumps(value, ensure_ascii=True, separators=(", ", ": ")).replace("\x7f", "\\u007f")
+    return _JSON_ESCAPE.sub(_yaml_escape, text)
 
 
 @cache
@@ -459,31 +476,53 @@ def job_labels(name: str, spec: TestEnvironmentSpec, job: JobSpec) -> dict[str, 
     }
 
 
-def render_deployment(
+def service_pod_name(service: str, template_hash: str, index: int) -> str:
+    """``<service>-<hash>-<index>``: a new template makes new names, so a changed service's
+    new pods start while the old ones are deleted (no wait for a name to be free)."""
+    return f"{service}-{template_hash[:POD_HASH_LENGTH]}-{index}"
+
+
+def render_pods(
     name: str,
     uid: str,
     spec: TestEnvironmentSpec,
     service: ServiceSpec,
     options: RenderOptions = DEFAULT_OPTIONS,
-) -> Obj:
-    """A Deployment whose pod template carries ``TEMPLATE_HASH_ANNOTATION``, a hash of the
-    template itself (files included): its pods say which template they are of, so their
-    readiness is read from them directly (see ``status.deployment_ready``)."""
+) -> list[Obj]:
+    """The ``replicas`` pods of a service (docs/decisions/0002-services-as-bare-pods.md),
+    each carrying ``TEMPLATE_HASH_ANNOTATION``, a hash of the pod as rendered (files
+    included), which its name holds too: the reconciler tells current pods from outdated ones
+    by it (see ``status.pods_ready``)."""
     ctx = _context(name, uid, spec)
-    obj = render_template(
-        "deployment.yaml.j2",
+    template = render_template(
+        "pod.yaml.j2",
         service=service,
         service_labels=_service_labels(name, spec, service),
-        selector=service_selector(name, service),
         container=_container(name, ctx["namespace"], spec, service, options),
         pod_annotations=_pod_annotations(service),
         **ctx,
     )
-    template = obj["spec"]["template"]
-    template["metadata"].setdefault("annotations", {})[TEMPLATE_HASH_ANNOTATION] = _template_hash(
-        template
-    )
-    return obj
+    meta = template["metadata"]
+    template_hash = _template_hash(meta["labels"], meta.get("annotations"), template["spec"])
+    meta.setdefault("annotations", {})[TEMPLATE_HASH_ANNOTATION] = template_hash
+    pods = []
+    for index in range(service.replicas):
+        pod = copy.deepcopy(template)
+        pod["metadata"]["name"] = service_pod_name(service.name, template_hash, index)
+        pods.append(pod)
+    return pods
+
+
+def pod_template_hash(
+    name: str,
+    uid: str,
+    spec: TestEnvironmentSpec,
+    service: ServiceSpec,
+    options: RenderOptions = DEFAULT_OPTIONS,
+) -> str:
+    """The template hash of a service's pods (what :func:`render_pods` puts on them)."""
+    one = render_pods(name, uid, spec, service.model_copy(update={"replicas": 1}), options)[0]
+    return str(one["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION])
 
 
 def render_job(
@@ -536,14 +575,14 @@ def render_workload(
     workload: ServiceSpec | JobSpec,
     options: RenderOptions = DEFAULT_OPTIONS,
 ) -> list[Obj]:
-    """The objects that start a service (its files, Deployment) or a job (files, Job)."""
+    """The objects that start a service (its files, pods) or a job (files, Job)."""
     files = render_files(name, uid, spec, workload)
     main = (
-        render_deployment(name, uid, spec, workload, options)
+        render_pods(name, uid, spec, workload, options)
         if isinstance(workload, ServiceSpec)
-        else render_job(name, uid, spec, workload, options)
+        else [render_job(name, uid, spec, workload, options)]
     )
-    return [files, main] if files is not None else [main]
+    return [files, *main] if files is not None else main
 
 
 def render_environment(
@@ -555,7 +594,7 @@ def render_environment(
 ) -> list[Obj]:
     """Everything server-side applied on every reconcile, the Namespace first.
 
-    ``started``: the services and jobs whose Deployment or Job may exist (the others wait for
+    ``started``: the services and jobs whose pods or Job may exist (the others wait for
     their dependencies); None: all. Not included: the Secrets (created once, see
     :func:`render_secret`, :func:`render_credentials`) and the discovery ConfigMap
     (published once all services are Ready, see :func:`render_discovery`).

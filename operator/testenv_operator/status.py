@@ -1,6 +1,6 @@
 """Compute a TestEnvironment's status from what the cluster shows (pure functions).
 
-The reconciler gathers an :class:`Observation` (the Deployments and Pods of each service, the
+The reconciler gathers an :class:`Observation` (the pods of each service and their template, the
 namespace, whether discovery is published, readiness deadlines) and the previous status;
 :func:`compute_status` returns the new status. Previous values matter for three things only:
 timings are kept once recorded, ``lastTransitionTime`` changes only with a condition's
@@ -50,11 +50,15 @@ STICKY_REASONS = diagnose.FATAL_REASONS | {READINESS_TIMEOUT, diagnose.CRASH_REA
 @dataclass
 class ServiceObservation:
     spec: ServiceSpec
-    deployment: Obj | None = None
+    #: The template hash its pods should have (None: unknown, none counts as current).
+    template_hash: str | None = None
+    #: Every pod of the service (outdated, terminating and finished ones included).
     pods: Sequence[Obj] = ()
     deadline: datetime | None = None  # readiness timeout of the current generation
-    #: Dependencies not Ready yet, while the Deployment is not created (dependsOn).
+    #: Dependencies not Ready yet, while the service has no pod (dependsOn).
     waiting_for: Sequence[str] = ()
+    #: Why the API server refused to create one of its pods (a quota, a policy), if it did.
+    refused: str | None = None
     # Evidence for a failure message (last events, last log lines), fetched on failure.
     events: Sequence[str] = ()
     log_lines: Sequence[str] = ()
@@ -91,55 +95,34 @@ class Observation:
 # --- per service ---------------------------------------------------------------------------
 
 
-def deployment_ready(
-    deployment: Obj | None, replicas: int, pods: Sequence[Obj] = ()
-) -> tuple[bool, int]:
-    """(ready, readyReplicas) of a Deployment rolled out to ``replicas`` up-to-date pods,
-    by its status or, sooner, by its ``pods`` (see :func:`pods_rolled_out`)."""
-    if deployment is None:
-        return False, 0
-    ok, ready_replicas = _status_rolled_out(deployment, replicas)
-    if not ok and pods:
-        by_pods, ready_pods = pods_rolled_out(deployment, replicas, pods)
-        return by_pods, max(ready_replicas, ready_pods)
-    return ok, ready_replicas
+def live_pods(pods: Sequence[Obj]) -> list[Obj]:
+    """The pods that count: neither being deleted nor finished (``Failed``: evicted, its
+    node lost; ``Succeeded``: its container exited 0 under ``restartPolicy: Never``)."""
+    return [
+        p
+        for p in pods
+        if not (p.get("metadata") or {}).get("deletionTimestamp")
+        and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
+    ]
 
 
-def pods_rolled_out(deployment: Obj, replicas: int, pods: Sequence[Obj]) -> tuple[bool, int]:
-    """What the Deployment's status will say once the controller-manager has caught up, read
-    from the pods themselves: ``replicas`` Ready pods of its current template (the hash the
-    operator puts on the template, which its pods carry), and no other pod left. On a busy
-    cluster the status trails the pods by seconds (pod -> ReplicaSet -> Deployment, each
-    controller behind its own rate limit)."""
-    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
-    current = (template.get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
-    if current is None:
+def template_hash_of(pod: Obj) -> str | None:
+    return ((pod.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
+
+
+def pods_ready(template_hash: str | None, replicas: int, pods: Sequence[Obj]) -> tuple[bool, int]:
+    """(ready, ready replicas) of a service: ``replicas`` Ready live pods of the current
+    template (``template_hash``) and no other live pod (an outdated one not yet deleted, a
+    replica too many)."""
+    if template_hash is None:
         return False, 0
-    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    live = live_pods(pods)
     ready = [
         p
         for p in live
-        if ((p.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
-        == current
-        and _pod_condition_time(p, "Ready") is not None
+        if template_hash_of(p) == template_hash and _pod_condition_time(p, "Ready") is not None
     ]
-    want = int((deployment.get("spec") or {}).get("replicas", replicas))
-    return len(ready) >= want and len(live) <= want, len(ready)
-
-
-def _status_rolled_out(deployment: Obj, replicas: int) -> tuple[bool, int]:
-    meta = deployment.get("metadata") or {}
-    spec = deployment.get("spec") or {}
-    status = deployment.get("status") or {}
-    ready_replicas = int(status.get("readyReplicas") or 0)
-    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
-        return False, ready_replicas
-    want = int(spec.get("replicas", replicas))
-    updated = int(status.get("updatedReplicas") or 0)
-    available = int(status.get("availableReplicas") or 0)
-    total = int(status.get("replicas") or 0)
-    ok = updated >= want and ready_replicas >= want and available >= want and total <= want
-    return ok, ready_replicas
+    return len(ready) >= replicas and len(live) <= replicas, len(ready)
 
 
 def _earliest(values: Sequence[datetime | None]) -> datetime | None:
@@ -166,8 +149,8 @@ def service_timings(
     created: datetime, pods: Sequence[Obj], previous: ServiceTimings | None, *, ready: bool
 ) -> ServiceTimings:
     """Seconds to each step. ``ready`` is taken from the pods only once the service is Ready
-    (its Deployment says so): a pod can report Ready before the Deployment does, and a
-    ``ready`` time means "was Ready" (a later not-ready is Degraded, not Provisioning)."""
+    (all its replicas): a ``ready`` time means "was Ready" (a later not-ready is Degraded,
+    not Provisioning)."""
     prev = previous or ServiceTimings()
     return ServiceTimings(
         scheduled=prev.scheduled
@@ -200,7 +183,7 @@ def service_verdict(
     same_generation: bool,
 ) -> ServiceVerdict:
     svc = obs.spec
-    ready, ready_replicas = deployment_ready(obs.deployment, svc.replicas, obs.pods)
+    ready, ready_replicas = pods_ready(obs.template_hash, svc.replicas, obs.pods)
     timings = service_timings(
         created, obs.pods, previous.timings if previous else None, ready=ready
     )
@@ -217,13 +200,13 @@ def service_verdict(
     }
     if ready:
         return ServiceVerdict(ServiceStatus(**base), "ready")
-    if obs.deployment is None and obs.waiting_for:
+    if obs.waiting_for:
         message = f"service {svc.name} waits for {', '.join(obs.waiting_for)} (dependsOn)"
         return ServiceVerdict(
             ServiceStatus(**base, reason=WAITING_FOR_DEPENDENCIES, message=message), "progressing"
         )
 
-    finding = diagnose.diagnose_pods(obs.pods)
+    finding = diagnose.diagnose_pods(live_pods(obs.pods))
     if finding is not None:
         message = diagnose.describe(svc.name, finding, obs.events, obs.log_lines)
         if (
@@ -248,7 +231,10 @@ def service_verdict(
         return ServiceVerdict(
             ServiceStatus(**base, reason=previous.reason, message=previous.message), state
         )
-    reason, detail = diagnose.pending_reason(obs.pods, obs.deployment)
+    reason, detail = diagnose.pending_reason(live_pods(obs.pods), obs.refused)
+    outdated = [p for p in live_pods(obs.pods) if template_hash_of(p) != obs.template_hash]
+    if outdated and reason == "NotReady" and ready_replicas >= svc.replicas:
+        reason, detail = "Replacing", f"deleting {len(outdated)} pod(s) of its previous spec"
     if was_ready:
         return ServiceVerdict(
             ServiceStatus(**base, reason=reason, message=f"service {svc.name}: {detail}"),
@@ -277,17 +263,17 @@ def service_verdict(
 
 def ready_workloads(
     spec: TestEnvironmentSpec,
-    deployments: Mapping[str, Obj],
+    template_hashes: Mapping[str, str],
     jobs: Mapping[str, Obj],
     pods: Sequence[Obj] = (),
 ) -> set[str]:
-    """Services whose Deployment is Ready (by its status or its ``pods``) and jobs that
-    succeeded."""
+    """Services whose pods of the current template (``template_hashes``: by service) are all
+    Ready, and jobs that succeeded."""
     ready = {
         svc.name
         for svc in spec.services
-        if deployment_ready(
-            deployments.get(svc.name), svc.replicas, labelled(pods, SERVICE_LABEL, svc.name)
+        if pods_ready(
+            template_hashes.get(svc.name), svc.replicas, labelled(pods, SERVICE_LABEL, svc.name)
         )[0]
     }
     return ready | {job.name for job in spec.setup_jobs if job_succeeded(jobs.get(job.name))}
@@ -302,7 +288,7 @@ def waiting_for(workload: ServiceSpec | JobSpec, ready: set[str]) -> list[str]:
 
 
 def startable(spec: TestEnvironmentSpec, present: set[str], ready: set[str]) -> set[str]:
-    """Services and jobs whose Deployment or Job may exist: those that exist already (a
+    """Services and jobs whose pods or Job may exist: those that exist already (a
     dependency that is no longer Ready stops nothing) and those whose dependencies are all
     Ready (services) or succeeded (jobs)."""
     return {w.name for w in spec.workloads if w.name in present or not waiting_for(w, ready)}

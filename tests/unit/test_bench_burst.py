@@ -32,7 +32,7 @@ def test_objects_are_the_operators_without_its_label_or_owner(burst: Any) -> Non
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
 
-def test_bare_pods_are_the_deployments_pods(burst: Any) -> None:
+def test_the_deployments_make_the_operators_pods(burst: Any) -> None:
     spec = burst.TestEnvironmentSpec.model_validate(burst.web_spec("t", services=1))
     _, _, with_deployments = burst.environment("tag", spec, bare_pods=False)
     _, _, with_pods = burst.environment("tag", spec, bare_pods=True)
@@ -41,7 +41,8 @@ def test_bare_pods_are_the_deployments_pods(burst: Any) -> None:
     ]
     deployment = next(o for o in with_deployments if o["kind"] == "Deployment")
     pod = next(o for o in with_pods if o["kind"] == "Pod")
-    assert pod["metadata"]["name"] == deployment["metadata"]["name"]
+    assert pod["metadata"]["name"].startswith(deployment["metadata"]["name"] + "-")
+    assert deployment["spec"]["selector"]["matchLabels"].keys() <= pod["metadata"]["labels"].keys()
     # Each environment has a name of its own; the labels are the same otherwise.
     template_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert pod["metadata"]["labels"].keys() == template_labels.keys()

@@ -68,7 +68,9 @@ def test_operator_killed_ten_times_while_environments_provision(
     for name in names:
         ns = status(k, name)["namespace"]
         selector = f"testenv.dev/environment={name}"
-        assert [d["metadata"]["name"] for d in _items(k, "deploy", ns, selector)] == ["auth"]
+        # One pod of the one service: no duplicate from a restarted operator's create.
+        pods = _items(k, "pod", ns, selector)
+        assert [p["metadata"]["labels"]["testenv.dev/service"] for p in pods] == ["auth"]
         assert [s["metadata"]["name"] for s in _items(k, "svc", ns, selector)] == ["auth"]
         secrets = [s["metadata"]["name"] for s in _items(k, "secret", ns, selector)]
         assert secrets == ["testenv-secrets"]
@@ -108,7 +110,7 @@ def test_apiserver_restart_while_the_operator_watches(
     k: Kubectl, envs: Any, record_property: Any
 ) -> None:
     """After kube-apiserver restarts, the operator's watches reconnect (no silent watch):
-    a new environment becomes Ready and a deleted Deployment is healed, well within the
+    a new environment becomes Ready and a deleted pod is healed, well within the
     watch timeouts (a silent watch would go unnoticed for minutes)."""
     record_property("faults_injected", 1)
     before = envs({"services": [AUTH]})
@@ -123,8 +125,10 @@ def test_apiserver_restart_while_the_operator_watches(
     after = envs({"services": [AUTH]})
     wait_ready(k, after, timeout="120s")
     ns = status(k, before)["namespace"]
-    k("delete", "deploy", "auth", "-n", ns, "--wait=true")
-    k("wait", "--for=create", "deploy/auth", "-n", ns, "--timeout=120s")
+    (pod,) = _items(k, "pod", ns, "testenv.dev/service=auth")
+    name = pod["metadata"]["name"]
+    k("delete", "pod", name, "-n", ns, "--wait=true")
+    k("wait", "--for=create", f"pod/{name}", "-n", ns, "--timeout=120s")
     wait_ready(k, before, timeout="120s")
 
 

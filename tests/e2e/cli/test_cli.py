@@ -97,9 +97,11 @@ def test_up_forward_down(k: Kubectl, spec_file: Path, name: str) -> None:
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
         # The pod goes away; the forward takes the next connection to its replacement.
         ns = f"testenv-{name}"
-        k("delete", "pod", "-n", ns, "-l", "testenv.dev/service=api", "--wait=true")
-        k("rollout", "status", "deployment/api", "-n", ns, "--timeout=120s")
-        k("wait", "--for=condition=Ready", "pod", "-n", ns, "-l", "testenv.dev/service=api")
+        pod = k("get", "pod", "-n", ns, "-l", "testenv.dev/service=api", "-o", "name").stdout
+        k("delete", pod.strip(), "-n", ns, "--wait=true")
+        # The operator creates it again, under the same name (the same template).
+        k("wait", "--for=create", pod.strip(), "-n", ns, "--timeout=120s")
+        k("wait", "--for=condition=Ready", pod.strip(), "-n", ns, "--timeout=120s")
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
     finally:
         forward.send_signal(signal.SIGTERM)

@@ -360,7 +360,9 @@ def test_bad_image_fails_fast(k: Kubectl, envs: Any) -> None:
     assert ready["status"] == "False"
 
 
-def test_deleted_deployment_is_recreated(k: Kubectl, envs: Any) -> None:
+def test_deleted_pod_is_recreated(k: Kubectl, envs: Any) -> None:
+    """A service's pods are the operator's own (no Deployment): one deleted behind its back
+    comes back under the same name (same template), and the environment is Ready again."""
     name = envs(
         {
             "services": [
@@ -370,13 +372,45 @@ def test_deleted_deployment_is_recreated(k: Kubectl, envs: Any) -> None:
     )
     wait_ready(k, name)
     ns = status(k, name)["namespace"]
-    uid = k("get", "deploy", "auth", "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout
-    k("delete", "deploy", "auth", "-n", ns, "--wait=true")
-    k("wait", "--for=create", "deploy/auth", "-n", ns, "--timeout=60s")
-    new_uid = k("get", "deploy", "auth", "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout
+    selector = "testenv.dev/service=auth"
+    pod, uid = k(
+        "get",
+        "pod",
+        "-n",
+        ns,
+        "-l",
+        selector,
+        "-o",
+        "jsonpath={.items[0].metadata.name} {.items[0].metadata.uid}",
+    ).stdout.split()
+    k("delete", "pod", pod, "-n", ns, "--wait=true")
+    k("wait", "--for=create", f"pod/{pod}", "-n", ns, "--timeout=60s")
+    new_uid = k("get", "pod", pod, "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout
     assert new_uid and new_uid != uid
-    k("wait", "--for=jsonpath={.status.readyReplicas}=1", "deploy/auth", "-n", ns, "--timeout=120s")
+    k("wait", "--for=condition=Ready", f"pod/{pod}", "-n", ns, "--timeout=120s")
     wait_ready(k, name)
+
+
+def test_a_changed_service_is_replaced_by_pods_of_its_new_spec(k: Kubectl, envs: Any) -> None:
+    name = envs({"services": [{"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}]})
+    wait_ready(k, name)
+    ns = status(k, name)["namespace"]
+    selector = "testenv.dev/service=auth"
+    (old,) = k("get", "pod", "-n", ns, "-l", selector, "-o", "name").stdout.split()
+    patch = [{"op": "add", "path": "/spec/services/0/env", "value": [{"name": "X", "value": "2"}]}]
+    k("patch", "testenv", name, "--type=json", "-p", json.dumps(patch))
+    k("wait", "--for=delete", old, "-n", ns, "--timeout=120s")
+    k(
+        "wait",
+        "--for=jsonpath={.status.observedGeneration}=2",
+        f"testenv/{name}",
+        "--timeout=60s",
+    )
+    wait_ready(k, name)
+    pods = json.loads(k("get", "pod", "-n", ns, "-l", selector, "-o", "json").stdout)["items"]
+    (pod,) = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["X"] == "2" and f"pod/{pod['metadata']['name']}" != old
 
 
 def test_operator_killed_mid_provisioning(k: Kubectl, envs: Any) -> None:
@@ -394,14 +428,10 @@ def test_operator_killed_mid_provisioning(k: Kubectl, envs: Any) -> None:
     wait_ready(k, name, timeout="300s")
     ns = status(k, name)["namespace"]
     selector = f"testenv.dev/environment={name}"
-    deployments = json.loads(k("get", "deploy", "-n", ns, "-l", selector, "-o", "json").stdout)
-    assert sorted(d["metadata"]["name"] for d in deployments["items"]) == [
-        "auth",
-        "backend",
-        "cache",
-        "db",
-        "frontend",
-    ]
+    pods = json.loads(k("get", "pod", "-n", ns, "-l", selector, "-o", "json").stdout)["items"]
+    services_pods = [p["metadata"]["labels"].get("testenv.dev/service") for p in pods]
+    # One pod per service (one replica each): none created twice across the restart.
+    assert sorted(s for s in services_pods if s) == ["auth", "backend", "cache", "db", "frontend"]
     services = json.loads(k("get", "svc", "-n", ns, "-l", selector, "-o", "json").stdout)
     assert len(services["items"]) == 5
     secrets = json.loads(k("get", "secret", "-n", ns, "-o", "json").stdout)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_helpers import OPERATOR_NAMESPACE, Kubectl, manifest, status
+from e2e_helpers import OPERATOR_NAMESPACE, Kubectl, manifest, status, wait_ready
 
 from testenv.api import REFERENCE_IMAGE_TAG
 
@@ -31,11 +31,8 @@ FENCE_NS = "may only create namespaces named testenv-*"
 OUT_OF_SCOPE: list[tuple[str, list[str], str]] = [
     ("list-secrets-anywhere", ["get", "secrets", "-A"], "forbidden"),
     ("read-kube-system-secrets", ["get", "secrets", "-n", "kube-system"], "forbidden"),
-    (
-        "deployment-in-kube-system",
-        ["create", "deployment", "x", f"--image={AUTH}", "-n", "kube-system"],
-        FENCE,
-    ),
+    ("pod-in-kube-system", ["run", "x", f"--image={AUTH}", "-n", "kube-system"], FENCE),
+    ("job-in-default", ["create", "job", "x", f"--image={AUTH}", "-n", "default"], FENCE),
     ("configmap-in-default", ["create", "configmap", "x", "-n", "default"], FENCE),
     (
         "service-in-default",
@@ -57,11 +54,31 @@ OUT_OF_SCOPE: list[tuple[str, list[str], str]] = [
         "forbidden",
     ),
     ("exec-into-pods", ["auth", "can-i", "create", "pods/exec", "-A"], "no"),
-    ("create-pods", ["auth", "can-i", "create", "pods", "-A"], "no"),
+    # A service's pods are its own (no Deployment): it needs no workload controller's rights.
+    ("create-deployments", ["auth", "can-i", "create", "deployments", "-A"], "no"),
+    ("patch-pods", ["auth", "can-i", "patch", "pods", "-A"], "no"),
     ("update-the-crd", ["auth", "can-i", "update", "customresourcedefinitions"], "no"),
     # It writes a TestEnvironment's status only: a user's spec, labels and lease are theirs.
     ("change-an-environment", ["auth", "can-i", "patch", "testenvironments", "-A"], "no"),
 ]
+
+
+def test_the_operator_account_cannot_delete_pods_outside_its_namespaces(k: Kubectl) -> None:
+    """It may delete pods (its services' outdated ones): only in its environments'
+    namespaces. Its own pod is the one at hand outside them."""
+    proc = as_operator(
+        k,
+        [
+            "delete",
+            "pod",
+            "-n",
+            OPERATOR_NAMESPACE,
+            "-l",
+            "app.kubernetes.io/name=testenv-operator",
+        ],
+    )
+    assert proc.returncode != 0, f"deleting its own pod was allowed: {proc.stdout}"
+    assert FENCE in proc.stderr, proc.stderr
 
 
 def as_operator(k: Kubectl, args: list[str]) -> Any:
@@ -90,7 +107,7 @@ def test_the_operator_account_may_write_in_an_environment(k: Kubectl, envs: Any)
     ns = status(k, name)["namespace"]
     for args in (
         ["create", "configmap", "x", "-n", ns],
-        ["create", "deployment", "x", f"--image={AUTH}", "-n", ns],
+        ["create", "job", "x", f"--image={AUTH}", "-n", ns],
         ["create", "secret", "generic", "x", "-n", ns],
     ):
         proc = as_operator(k, args)
@@ -137,15 +154,17 @@ def test_user_labels_reach_workloads_but_never_the_namespace(k: Kubectl, envs: A
             "services": [{"name": "api", "image": AUTH, "secretKey": True}],
         }
     )
-    k("wait", "--for=jsonpath={.status.namespace}", f"testenv/{name}", "--timeout=60s")
+    wait_ready(k, name)
     ns = status(k, name)["namespace"]
-    k("wait", "--for=create", "deployment/api", "-n", ns, "--timeout=60s")
     ns_labels = json.loads(k("get", "namespace", ns, "-o", "json").stdout)["metadata"]["labels"]
     assert "team" not in ns_labels and "pr" not in ns_labels
     assert ns_labels["pod-security.kubernetes.io/enforce"] == "restricted"
-    deploy = json.loads(k("get", "deployment", "api", "-n", ns, "-o", "json").stdout)
-    assert deploy["metadata"]["labels"]["team"] == "qa"
-    assert deploy["spec"]["template"]["metadata"]["labels"]["pr"] == "42"
+    for kind in ("pod", "service"):
+        (obj,) = json.loads(
+            k("get", kind, "-n", ns, "-l", "testenv.dev/service=api", "-o", "json").stdout
+        )["items"]
+        labels = obj["metadata"]["labels"]
+        assert (labels["team"], labels["pr"]) == ("qa", "42"), kind
 
 
 @pytest.mark.parametrize(

@@ -1,26 +1,13 @@
-"""Fake Deployment/Pod dicts for status and diagnosis tests."""
+"""Fake Pod dicts for status and diagnosis tests."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from testenv.api import SERVICE_LABEL, TEMPLATE_HASH_ANNOTATION
+
 Obj = dict[str, Any]
 T0 = "2026-01-01T00:00:00Z"
-
-
-def deployment(name: str, *, ready: int = 0, replicas: int = 1, generation: int = 1) -> Obj:
-    return {
-        "kind": "Deployment",
-        "metadata": {"name": name, "generation": generation},
-        "spec": {"replicas": replicas},
-        "status": {
-            "observedGeneration": generation,
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-        },
-    }
 
 
 def pod(
@@ -33,7 +20,13 @@ def pod(
     restarts: int = 0,
     exit_code: int | None = None,
     at: str = "2026-01-01T00:00:10Z",
+    template_hash: str | None = None,
+    phase: str | None = None,
+    deleted: str | None = None,
 ) -> Obj:
+    """A service's pod. ``template_hash``: the template it is of (its annotation);
+    ``phase``: its ``status.phase`` (``Failed``: evicted, ``Succeeded``: exited);
+    ``deleted``: its ``deletionTimestamp`` (being deleted)."""
     state: Obj = (
         {"running": {"startedAt": at}}
         if waiting is None
@@ -45,8 +38,12 @@ def pod(
     conditions = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": at}]
     if ready:
         conditions.append({"type": "Ready", "status": "True", "lastTransitionTime": at})
-    return {
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"testenv.dev/service": service}},
-        "status": {"conditions": conditions, "containerStatuses": [cs]},
-    }
+    metadata: Obj = {"name": name, "labels": {SERVICE_LABEL: service}}
+    if template_hash is not None:
+        metadata["annotations"] = {TEMPLATE_HASH_ANNOTATION: template_hash}
+    if deleted is not None:
+        metadata["deletionTimestamp"] = deleted
+    status: Obj = {"conditions": conditions, "containerStatuses": [cs]}
+    if phase is not None:
+        status["phase"] = phase
+    return {"kind": "Pod", "metadata": metadata, "status": status}

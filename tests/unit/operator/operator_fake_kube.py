@@ -136,3 +136,50 @@ def demo_environment(spec: Obj | None = None) -> Obj:
         },
         "spec": spec if spec is not None else {"ttl": "1h", "services": copy.deepcopy(TRIO)},
     }
+
+
+def service_pods(kube: FakeKube, service: str, namespace: str = "testenv-demo") -> list[Obj]:
+    """The pods the operator created for ``service`` (as stored: edit them in place)."""
+    return [
+        obj
+        for (kind, ns, _), obj in sorted(kube.objects.items())
+        if kind == "Pod"
+        and ns == namespace
+        and (obj["metadata"].get("labels") or {}).get("testenv.dev/service") == service
+    ]
+
+
+def services_with_pods(kube: FakeKube, namespace: str = "testenv-demo") -> list[str]:
+    return sorted(
+        {
+            obj["metadata"]["labels"]["testenv.dev/service"]
+            for (kind, ns, _), obj in kube.objects.items()
+            if kind == "Pod"
+            and ns == namespace
+            and "testenv.dev/service" in (obj["metadata"].get("labels") or {})
+        }
+    )
+
+
+def make_service_ready(
+    kube: FakeKube, service: str, namespace: str = "testenv-demo", at: str = "2026-01-01T00:00:10Z"
+) -> None:
+    """What the kubelet reports once every pod of ``service`` runs and passes its probe."""
+    pods = service_pods(kube, service, namespace)
+    assert pods, f"service {service} has no pods"
+    for pod in pods:
+        pod["status"] = {
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": at},
+                {"type": "Ready", "status": "True", "lastTransitionTime": at},
+            ],
+            "containerStatuses": [
+                {
+                    "name": service,
+                    "ready": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": at}},
+                }
+            ],
+        }

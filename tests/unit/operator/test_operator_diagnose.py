@@ -32,7 +32,7 @@ def test_kubelet_cache_sync_is_not_a_failure() -> None:
         message="failed to sync secret cache: timed out waiting for the condition",
     )
     assert diagnose.diagnose_pods([syncing]) is None
-    reason, _ = diagnose.pending_reason([syncing], {"status": {}})
+    reason, _ = diagnose.pending_reason([syncing])
     assert reason == diagnose.SYNCING_CONFIG  # not a (sticky) fatal reason
     missing = pod("p", "svc", waiting="CreateContainerConfigError", message='secret "x" not found')
     assert diagnose.diagnose_pods([missing]) is not None
@@ -57,9 +57,9 @@ def test_healthy_and_creating_pods_are_fine() -> None:
 
 
 def test_terminating_pods_are_ignored() -> None:
-    p = pod("p", "svc", waiting="ErrImagePull")
-    p["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    p = pod("p", "svc", waiting="ErrImagePull", deleted="2026-01-01T00:00:00Z")
     assert diagnose.diagnose_pods([p]) is None
+    assert diagnose.pending_reason([p]) == ("PodsPending", "no pods yet")
 
 
 def test_describe_names_service_reason_events_logs() -> None:
@@ -83,34 +83,46 @@ def test_last_events_and_lines() -> None:
 
 
 def test_pending_reason() -> None:
-    assert diagnose.pending_reason([], None)[0] == "DeploymentMissing"
+    assert diagnose.pending_reason([]) == ("PodsPending", "no pods yet")
     unsched = pod("p", "svc")
     unsched["status"]["conditions"] = [
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "cpu"}
     ]
-    assert diagnose.pending_reason([unsched], {"status": {}}) == ("Unschedulable", "cpu")
+    assert diagnose.pending_reason([unsched]) == ("Unschedulable", "cpu")
+
+
+def test_a_refused_create_quotes_the_api_server() -> None:
+    """The operator's own create of a pod refused (an exceeded quota, a policy): the service
+    says so in the API server's words, whatever its other pods are doing."""
+    quota = 'pods "svc-0" is forbidden: exceeded quota: testenv, requested: pods=1'
+    assert diagnose.pending_reason([], quota) == (diagnose.FAILED_CREATE, quota)
+    assert diagnose.FAILED_CREATE == "FailedCreate"
+    running = pod("p", "svc")
+    assert diagnose.pending_reason([running], quota) == ("FailedCreate", quota)
+    # No refusal (or an empty one): the pods' own state.
+    assert diagnose.pending_reason([running], None)[0] == "NotReady"
+    assert diagnose.pending_reason([], "") == ("PodsPending", "no pods yet")
 
 
 def test_a_starting_pod_says_what_it_waits_for() -> None:
     """The status message of a starting service is never blank, and it does not go from
     "waiting for the readiness probe" back to "starting" while the kubelet reports the pod."""
-    deployment: dict[str, object] = {"status": {}}
     reported_nothing = pod("p", "svc")
     reported_nothing["status"].pop("containerStatuses")
-    assert diagnose.pending_reason([reported_nothing], deployment) == (
+    assert diagnose.pending_reason([reported_nothing]) == (
         "ContainerCreating",
         "starting the pod (volumes, sandbox, image)",
     )
     creating = pod("p", "svc", waiting="ContainerCreating")
-    assert diagnose.pending_reason([creating], deployment) == (
+    assert diagnose.pending_reason([creating]) == (
         "ContainerCreating",
         "starting the pod (volumes, sandbox, image)",
     )
     pulling = pod("p", "svc", waiting="ErrImagePull", message="pull access denied")
-    assert diagnose.pending_reason([pulling], deployment) == ("ErrImagePull", "pull access denied")
+    assert diagnose.pending_reason([pulling]) == ("ErrImagePull", "pull access denied")
     unknown = pod("p", "svc", waiting="SomethingNew")
-    assert diagnose.pending_reason([unknown], deployment) == ("SomethingNew", "SomethingNew")
-    assert diagnose.pending_reason([pod("p", "svc")], deployment) == (
+    assert diagnose.pending_reason([unknown]) == ("SomethingNew", "SomethingNew")
+    assert diagnose.pending_reason([pod("p", "svc")]) == (
         "NotReady",
         "waiting for the readiness probe",
     )

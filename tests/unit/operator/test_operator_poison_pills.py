@@ -80,8 +80,8 @@ def test_control_characters_in_env_values_are_refused(char: str) -> None:
 
 def test_tabs_and_newlines_in_env_values_render() -> None:
     svc = ServiceSpec(name="api", image="x", env=[EnvVar(name="X", value="a\tb\nc\r")])
-    deployment = render.render_deployment("demo", "uid", TestEnvironmentSpec(services=[svc]), svc)
-    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    (pod,) = render.render_pods("demo", "uid", TestEnvironmentSpec(services=[svc]), svc)
+    env = pod["spec"]["containers"][0]["env"]
     assert {"name": "X", "value": "a\tb\nc\r"} in env
 
 
@@ -101,12 +101,12 @@ def test_the_text_of_a_spec_is_capped() -> None:
 
 # -- the operator ----------------------------------------------------------------------------
 class RefusingKube(FakeKube):
-    """The API server refuses Deployments (as an admission policy or a bad field would)."""
+    """The API server finds the services' pods invalid (as a bad field would make them)."""
 
-    async def apply(self, obj: Obj) -> Obj:
-        if obj["kind"] == "Deployment":
-            raise KubeError(422, 'Deployment.apps "auth" is invalid: spec.template: bad')
-        return await super().apply(obj)
+    async def create(self, obj: Obj) -> Obj | None:
+        if obj["kind"] == "Pod":
+            raise KubeError(422, 'Pod "auth-0" is invalid: spec.containers[0].image: bad')
+        return await super().create(obj)
 
 
 async def test_a_refused_spec_fails_once_with_the_reason_and_is_not_retried() -> None:
@@ -119,7 +119,7 @@ async def test_a_refused_spec_fails_once_with_the_reason_and_is_not_retried() ->
             await rec.reconcile(copy.deepcopy(kube.find("TestEnvironment", "demo") or {}))
     status = (kube.find("TestEnvironment", "demo") or {})["status"]
     assert status["phase"] == "Failed"
-    assert "is invalid: spec.template: bad" in status["message"]
+    assert "is invalid: spec.containers[0].image: bad" in status["message"]
     assert events.count("Refused") == 1
     assert [c for c in kube.calls if c[1] == "Namespace"] == [
         ("create", "Namespace", "testenv-demo")

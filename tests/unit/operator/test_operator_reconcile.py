@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 from operator_factories import pod
-from operator_fake_kube import FakeKube, demo_environment
+from operator_fake_kube import (
+    FakeKube,
+    demo_environment,
+    make_service_ready,
+    service_pods,
+    services_with_pods,
+)
 
+from testenv_operator.kube import KubeError
 from testenv_operator.reconcile import Reconciler
 from testenv_operator.settings import Settings
 
@@ -49,34 +56,20 @@ def body(kube: FakeKube) -> dict[str, Any]:
 
 
 def make_one_ready(kube: FakeKube, service: str) -> None:
-    for (kind, ns, name), obj in list(kube.objects.items()):
-        if kind == "Deployment" and name == service:
-            obj["status"] = {
-                "observedGeneration": 1,
-                "replicas": 1,
-                "updatedReplicas": 1,
-                "readyReplicas": 1,
-                "availableReplicas": 1,
-            }
-            p = pod(f"{name}-1", name, ready=True)
-            p["metadata"].update(
-                namespace=ns,
-                labels={"testenv.dev/environment": "demo", "testenv.dev/service": name},
-            )
-            kube.put(p)
+    make_service_ready(kube, service)
 
 
 def make_ready(kube: FakeKube) -> None:
-    for kind, _, name in list(kube.objects):
-        if kind == "Deployment":
-            make_one_ready(kube, name)
+    for service in services_with_pods(kube):
+        make_service_ready(kube, service)
 
 
 async def test_reconcile_applies_everything(rec: Reconciler, kube: FakeKube) -> None:
     result = await rec.reconcile(body(kube))
     assert result is not None
     kinds = sorted(k for k, _, _ in kube.objects)
-    assert kinds.count("Deployment") == 3 and kinds.count("Service") == 3
+    assert kinds.count("Pod") == 3 and kinds.count("Service") == 3
+    assert services_with_pods(kube) == ["auth", "backend", "frontend"]
     assert "Secret" in kinds and "Namespace" in kinds
     assert kube.find("ConfigMap", "testenv-discovery", "testenv-demo") is None
     status = body(kube)["status"]
@@ -122,14 +115,16 @@ async def test_second_reconcile_does_not_reapply(rec: Reconciler, kube: FakeKube
     assert len([c for c in kube.calls if c[0] == "apply"]) == applies
 
 
-async def test_deleted_deployment_is_recreated(
+async def test_deleted_pod_is_recreated(
     rec: Reconciler, kube: FakeKube, events: list[tuple[str, str, str]]
 ) -> None:
     await rec.reconcile(body(kube))
-    await kube.delete("Deployment", "backend", "testenv-demo")
+    (pod_,) = service_pods(kube, "backend")
+    name = pod_["metadata"]["name"]
+    await kube.delete("Pod", name, "testenv-demo")
     await rec.reconcile(body(kube))
-    assert kube.find("Deployment", "backend", "testenv-demo") is not None
-    assert any(r == "Recreating" for _, r, _ in events)
+    assert kube.find("Pod", name, "testenv-demo") is not None
+    assert any(r == "Recreating" and name in m for _, r, m in events)
 
 
 async def test_namespace_conflict_is_never_adopted(rec: Reconciler, kube: FakeKube) -> None:
@@ -140,7 +135,7 @@ async def test_namespace_conflict_is_never_adopted(rec: Reconciler, kube: FakeKu
     assert next(c for c in status["conditions"] if c["type"] == "Ready")["reason"] == (
         "NamespaceConflict"
     )
-    assert not any(k == "Deployment" for k, _, _ in kube.objects)
+    assert not any(k == "Pod" for k, _, _ in kube.objects)
     ns = kube.find("Namespace", "testenv-demo")
     assert ns is not None and "ownerReferences" not in ns["metadata"]
 
@@ -180,22 +175,21 @@ async def test_a_namespace_created_meanwhile_is_never_modified(
 
 async def test_image_failure_message_has_events_and_logs(rec: Reconciler, kube: FakeKube) -> None:
     await rec.reconcile(body(kube))
-    bad = pod("backend-1", "backend", waiting="ErrImageNeverPull", message="not present")
-    bad["metadata"].update(
-        namespace="testenv-demo",
-        labels={"testenv.dev/environment": "demo", "testenv.dev/service": "backend"},
-    )
-    kube.put(bad)
+    (bad,) = service_pods(kube, "backend")
+    bad["status"] = pod("x", "backend", waiting="ErrImageNeverPull", message="not present")[
+        "status"
+    ]
+    name = bad["metadata"]["name"]
     kube.put(
         {
             "kind": "Event",
             "metadata": {"name": "e1", "namespace": "testenv-demo"},
             "reason": "Failed",
             "message": "Error: ErrImageNeverPull",
-            "involvedObject": {"name": "backend-1"},
+            "involvedObject": {"name": name},
         }
     )
-    kube.logs["backend-1"] = "starting\nfatal: no config\n"
+    kube.logs[name] = "starting\nfatal: no config\n"
     await rec.reconcile(body(kube))
     status = body(kube)["status"]
     assert status["phase"] == "Failed"
@@ -247,7 +241,7 @@ async def test_namespace_deleted_behind_the_operators_back_is_reported_then_recr
         del kube.objects[key]
     await rec.reconcile(body(kube))
     assert kube.find("Namespace", "testenv-demo") is not None
-    assert kube.find("Deployment", "auth", "testenv-demo") is not None
+    assert service_pods(kube, "auth")
     new_secret = (kube.find("Secret", "testenv-secrets", "testenv-demo") or {})["data"]
     assert new_secret != old_secret
     assert body(kube)["status"]["phase"] == "Provisioning"
@@ -263,8 +257,7 @@ async def test_progress_is_written_once_a_second_a_new_phase_at_once(
     assert isinstance(clock, Clock)
     await rec.reconcile(body(kube))
     assert body(kube)["status"]["readyServices"] == "0/3"
-    first = sorted(n for k, _, n in kube.objects if k == "Deployment")[0]
-    make_one_ready(kube, first)
+    make_one_ready(kube, "auth")
     clock.now += timedelta(seconds=0.4)
     result = await rec.reconcile(body(kube))
     assert result is not None and result.status.ready_services == "1/3"
@@ -289,6 +282,133 @@ async def test_status_interval_zero_writes_every_change(
         clock=Clock(),
     )
     await rec.reconcile(body(kube))
-    make_one_ready(kube, sorted(n for k, _, n in kube.objects if k == "Deployment")[0])
+    make_one_ready(kube, "auth")
     await rec.reconcile(body(kube))
     assert body(kube)["status"]["readyServices"] == "1/3"
+
+
+# -- a service's pods are the operator's own (docs/decisions/0002) ---------------------------
+def pod_names(kube: FakeKube, service: str) -> list[str]:
+    return [p["metadata"]["name"] for p in service_pods(kube, service)]
+
+
+def change_spec(kube: FakeKube, service: str, **fields: Any) -> None:
+    env = body(kube)
+    next(s for s in env["spec"]["services"] if s["name"] == service).update(fields)
+    env["metadata"]["generation"] += 1
+
+
+async def test_a_changed_service_gets_new_pods_and_is_not_ready_on_the_old_ones(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    await rec.reconcile(body(kube))
+    make_ready(kube)
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["phase"] == "Ready"
+    (old,) = pod_names(kube, "backend")
+    change_spec(kube, "backend", image="testenv/backend:0.2.0")
+    await rec.reconcile(body(kube))
+    assert ("delete", "Pod", old) in kube.calls
+    (new,) = pod_names(kube, "backend")
+    assert new != old and new.startswith("backend-")
+    (pod_,) = service_pods(kube, "backend")
+    assert pod_["spec"]["containers"][0]["image"] == "testenv/backend:0.2.0"
+    backend = next(s for s in body(kube)["status"]["services"] if s["name"] == "backend")
+    assert not backend["ready"]
+    make_one_ready(kube, "backend")
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["phase"] == "Ready"
+
+
+async def test_replicas_are_scaled_both_ways(rec: Reconciler, kube: FakeKube) -> None:
+    await rec.reconcile(body(kube))
+    (first,) = pod_names(kube, "auth")
+    change_spec(kube, "auth", replicas=3)
+    await rec.reconcile(body(kube))
+    names = pod_names(kube, "auth")
+    assert len(names) == 3 and first in names  # same template: the pod stays
+    change_spec(kube, "auth", replicas=1)
+    await rec.reconcile(body(kube))
+    assert pod_names(kube, "auth") == [first]
+
+
+async def test_an_evicted_pod_is_deleted_then_created_anew(
+    rec: Reconciler, kube: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    await rec.reconcile(body(kube))
+    (pod_,) = service_pods(kube, "frontend")
+    name = pod_["metadata"]["name"]
+    pod_["status"] = {"phase": "Failed", "reason": "Evicted", "message": "low on memory"}
+    await rec.reconcile(body(kube))
+    assert ("delete", "Pod", name) in kube.calls  # its DELETED event wakes the monitor...
+    assert kube.find("Pod", name, "testenv-demo") is None
+    rec.nudge("demo", reapply=True)
+    await rec.reconcile(body(kube))
+    assert kube.find("Pod", name, "testenv-demo") is not None  # ...which creates it again
+    frontend = next(s for s in body(kube)["status"]["services"] if s["name"] == "frontend")
+    assert not frontend["ready"] and frontend["reason"] != "Evicted"
+
+
+class QuotaKube(FakeKube):
+    """A quota refuses the backend's pods until ``full`` is cleared."""
+
+    full = True
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        labels = obj["metadata"].get("labels") or {}
+        if self.full and obj["kind"] == "Pod" and labels.get("testenv.dev/service") == "backend":
+            raise KubeError(
+                403,
+                f'pods "{obj["metadata"]["name"]}" is forbidden: exceeded quota: '
+                "team-quota, requested: pods=1, used: pods=10, limited: pods=10",
+            )
+        return await super().create(obj)
+
+
+async def test_a_pod_a_quota_refuses_is_failed_create_and_retried(
+    events: list[tuple[str, str, str]],
+) -> None:
+    kube = QuotaKube()
+    kube.put(demo_environment())
+    clock = Clock()
+    rec = Reconciler(kube, Settings(), lambda b, t, r, m: events.append((t, r, m)), clock=clock)
+    await rec.reconcile(body(kube))
+    status = body(kube)["status"]
+    assert status["phase"] == "Provisioning"  # not the spec's fault: it may clear
+    backend = next(s for s in status["services"] if s["name"] == "backend")
+    assert backend["reason"] == "FailedCreate" and "exceeded quota" in backend["message"]
+    assert service_pods(kube, "auth") and not service_pods(kube, "backend")
+    clock.now += timedelta(seconds=1)
+    await rec.reconcile(body(kube))  # tried again, said once
+    assert [r for _, r, _ in events].count("FailedCreate") == 1
+    assert not any(r == "Recreating" for _, r, _ in events)
+    kube.full = False
+    clock.now += timedelta(seconds=1)
+    await rec.reconcile(body(kube))
+    assert service_pods(kube, "backend")
+    make_ready(kube)
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["phase"] == "Ready"
+
+
+async def test_a_pod_the_environment_does_not_control_is_not_its_service(
+    rec: Reconciler, kube: FakeKube
+) -> None:
+    """A pod with a service's labels that is not the environment's own (a Deployment's, left
+    by an operator before services were bare pods; anyone's): neither deleted nor counted."""
+    await rec.reconcile(body(kube))
+    stranger = pod("auth-5d9c-xk2p1", "auth", ready=True)
+    stranger["metadata"].update(
+        namespace="testenv-demo",
+        labels={"testenv.dev/environment": "demo", "testenv.dev/service": "auth"},
+        ownerReferences=[{"kind": "ReplicaSet", "uid": "rs-uid", "controller": True}],
+    )
+    kube.put(stranger)
+    rec.states["demo"].reapply = True
+    await rec.reconcile(body(kube))
+    assert ("delete", "Pod", "auth-5d9c-xk2p1") not in kube.calls
+    auth = next(s for s in body(kube)["status"]["services"] if s["name"] == "auth")
+    assert not auth["ready"]  # its own pod is not Ready yet; the stranger's does not count
+    make_ready(kube)
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["phase"] == "Ready"

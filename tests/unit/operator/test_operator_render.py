@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
-from testenv.api import TestEnvironmentSpec
+from testenv.api import TEMPLATE_HASH_ANNOTATION, TestEnvironmentSpec
 from testenv_operator.render import (
     RenderOptions,
-    render_deployment,
+    pod_template_hash,
     render_discovery,
     render_environment,
+    render_pods,
     render_secret,
 )
 
@@ -25,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLES = sorted((ROOT / "manifests/samples").glob("*.yaml"))
 UID = "00000000-0000-0000-0000-000000000001"
+
+
+def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec of a service's Pod or of a Job."""
+    return obj["spec"]["template"]["spec"] if obj["kind"] == "Job" else obj["spec"]
 
 
 def _render_sample(path: Path) -> list[dict[str, Any]]:
@@ -74,21 +80,22 @@ def test_namespace_and_owner() -> None:
     kinds = [o["kind"] for o in objs]
     assert "Secret" not in kinds and "ConfigMap" not in kinds
     # the reference stack: five services, two jobs
-    assert kinds.count("Service") == kinds.count("Deployment") == 5
+    assert kinds.count("Service") == kinds.count("Pod") == 5  # one replica each
     assert kinds.count("Job") == 2
     # only what waits for nothing, when the others are not started yet
     first = render_environment("demo", UID, spec, started={"db", "cache", "frontend"})
-    assert sorted(o["metadata"]["name"] for o in first if o["kind"] in ("Deployment", "Job")) == [
-        "cache",
-        "db",
-        "frontend",
+    started = [
+        o["metadata"]["labels"]["app.kubernetes.io/name"]
+        for o in first
+        if o["kind"] in ("Pod", "Job")
     ]
+    assert sorted(started) == ["cache", "db", "frontend"]
 
 
 def test_container_contract() -> None:
     spec = TestEnvironmentSpec()
-    dep = render_deployment("demo", UID, spec, spec.service("backend"))
-    pod = dep["spec"]["template"]["spec"]
+    dep = render_pods("demo", UID, spec, spec.service("backend"))[0]
+    pod = dep["spec"]
     (c,) = pod["containers"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     names = [e["name"] for e in c["env"]]
@@ -117,13 +124,13 @@ def test_only_a_workload_that_asks_gets_the_secret_key() -> None:
     a literal); any other container reads no Secret at all: no env reference, no volume (its
     pod then never waits for the kubelet to be allowed to read a Secret)."""
     spec = TestEnvironmentSpec()
-    auth = render_deployment("demo", UID, spec, spec.service("auth"))["spec"]["template"]
+    auth = render_pods("demo", UID, spec, spec.service("auth"))[0]
     (c,) = auth["spec"]["containers"]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
     assert env["TESTENV_SECRET_KEY"] == {
         "secretKeyRef": {"name": "testenv-secrets", "key": "secret-key"}
     }
-    frontend = render_deployment("demo", UID, spec, spec.service("frontend"))["spec"]["template"]
+    frontend = render_pods("demo", UID, spec, spec.service("frontend"))[0]
     (c,) = frontend["spec"]["containers"]
     assert not [e for e in c["env"] if "valueFrom" in e or e["name"] == "TESTENV_SECRET_KEY"]
     assert not [v for v in frontend["spec"]["volumes"] if "projected" in v or "secret" in v]
@@ -150,7 +157,7 @@ def test_secret_keys_the_env_reads_are_mounted_too() -> None:
             ],
         }
     )
-    pod = render_deployment("e", UID, spec, spec.service("api"))["spec"]["template"]["spec"]
+    pod = render_pods("e", UID, spec, spec.service("api"))[0]["spec"]
     refs = {
         (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
         for e in pod["containers"][0]["env"]
@@ -170,8 +177,8 @@ def test_secret_keys_the_env_reads_are_mounted_too() -> None:
 
 def test_url_variable_of_dashed_names() -> None:
     spec = TestEnvironmentSpec.model_validate({"services": [{"name": "user-api", "image": "x"}]})
-    dep = render_deployment("e", UID, spec, spec.services[0])
-    names = [e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]]
+    dep = render_pods("e", UID, spec, spec.services[0])[0]
+    names = [e["name"] for e in dep["spec"]["containers"][0]["env"]]
     assert "TESTENV_USER_API_URL" in names
 
 
@@ -184,8 +191,8 @@ def test_values_cannot_break_yaml() -> None:
             ]
         }
     )
-    dep = render_deployment("e", UID, spec, spec.services[0])
-    c = dep["spec"]["template"]["spec"]["containers"][0]
+    dep = render_pods("e", UID, spec, spec.services[0])[0]
+    c = dep["spec"]["containers"][0]
     assert c["env"][-1] == {"name": "V", "value": nasty}
     assert c["args"] == [nasty]
 
@@ -220,9 +227,11 @@ def test_only_local_images_may_come_from_a_nodes_cache() -> None:
     )
     options = RenderOptions(local=("testenv/",))
     policies = {
-        obj["metadata"]["name"]: obj["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"]
+        obj["metadata"]["labels"]["app.kubernetes.io/name"]: _pod_spec(obj)["containers"][0][
+            "imagePullPolicy"
+        ]
         for obj in render_environment("x", UID, spec, options=options)
-        if obj["kind"] in ("Deployment", "Job")
+        if obj["kind"] in ("Pod", "Job")
     }
     assert policies == {"local": "IfNotPresent", "remote": "Always", "migrate": "Always"}
 
@@ -254,11 +263,64 @@ def test_without_mounted_secrets_the_env_alone_reads_them() -> None:
     """TESTENV_MOUNT_SECRETS=false: the pod has no secrets volume, the env is unchanged."""
     spec = TestEnvironmentSpec()
     options = RenderOptions(mount_secrets=False)
-    dep = render_deployment("demo", UID, spec, spec.service("backend"), options)
-    pod = dep["spec"]["template"]["spec"]
+    dep = render_pods("demo", UID, spec, spec.service("backend"), options)[0]
+    pod = dep["spec"]
     assert all(v["name"] != "testenv-secrets" for v in pod["volumes"])
     assert all(m["name"] != "testenv-secrets" for m in pod["containers"][0]["volumeMounts"])
-    default = render_deployment("demo", UID, spec, spec.service("backend"))
-    assert (
-        pod["containers"][0]["env"] == default["spec"]["template"]["spec"]["containers"][0]["env"]
+    default = render_pods("demo", UID, spec, spec.service("backend"))[0]
+    assert pod["containers"][0]["env"] == default["spec"]["containers"][0]["env"]
+
+
+def test_a_service_is_its_replicas_as_pods_named_by_their_template() -> None:
+    """``replicas`` pods ``<service>-<hash>-<i>``, each annotated with the same template
+    hash; the name changes with the template (a new one starts beside the outdated one)."""
+    spec = TestEnvironmentSpec.model_validate(
+        {"services": [{"name": "api", "image": "x:1", "replicas": 3}]}
     )
+    pods = render_pods("e", UID, spec, spec.services[0])
+    hashes = {p["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION] for p in pods}
+    assert len(hashes) == 1
+    (hash_,) = hashes
+    assert [p["metadata"]["name"] for p in pods] == [f"api-{hash_[:10]}-{i}" for i in range(3)]
+    assert all(p["kind"] == "Pod" and p["spec"]["containers"][0]["image"] == "x:1" for p in pods)
+    assert pod_template_hash("e", UID, spec, spec.services[0]) == hash_
+    none = TestEnvironmentSpec.model_validate(
+        {"services": [{"name": "api", "image": "x:1", "replicas": 0}]}
+    )
+    assert render_pods("e", UID, none, none.services[0]) == []
+    assert pod_template_hash("e", UID, none, none.services[0]) == hash_  # replicas: not the pod
+
+
+def test_the_template_hash_changes_with_what_the_pod_runs_and_only_then() -> None:
+    def hash_of(service: dict[str, Any]) -> str:
+        spec = TestEnvironmentSpec.model_validate({"services": [service]})
+        return pod_template_hash("e", UID, spec, spec.services[0])
+
+    base = {"name": "api", "image": "x:1", "files": [{"path": "/etc/a", "content": "1"}]}
+    assert hash_of(base) == hash_of(dict(base))
+    assert hash_of({**base, "image": "x:2"}) != hash_of(base)
+    assert hash_of({**base, "files": [{"path": "/etc/a", "content": "2"}]}) != hash_of(base)
+    assert hash_of({**base, "env": [{"name": "A", "value": "b"}]}) != hash_of(base)
+    assert hash_of({**base, "replicas": 2}) == hash_of(base)
+
+
+def test_characters_beyond_the_bmp_render() -> None:
+    """JSON escapes them as surrogate pairs, which YAML refuses: they reach the pod intact
+    (found by the property test of admitted specs: a scratch path ``/𐀀``)."""
+    odd = "/\U00010000\U0001f600\\ud800"
+    spec = TestEnvironmentSpec.model_validate(
+        {
+            "services": [
+                {
+                    "name": "a",
+                    "image": "x",
+                    "env": [{"name": "V", "value": odd}],
+                    "scratch": [{"path": "/\U00010000"}],
+                }
+            ]
+        }
+    )
+    (pod,) = render_pods("e", UID, spec, spec.services[0])
+    (c,) = pod["spec"]["containers"]
+    assert {"name": "V", "value": odd} in c["env"]
+    assert "/\U00010000" in [m["mountPath"] for m in c["volumeMounts"]]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from operator_factories import pod
-from operator_fake_kube import FakeKube, demo_environment
+from operator_fake_kube import FakeKube, demo_environment, make_service_ready, service_pods
 from test_operator_reconcile import Clock
 
 from testenv_operator.reconcile import Reconciler
@@ -71,20 +71,11 @@ def status(kube: FakeKube) -> dict[str, Any]:
 
 
 def make_ready(kube: FakeKube, name: str) -> None:
-    deployment = kube.find("Deployment", name, NS)
-    assert deployment is not None, f"Deployment {name} was not created"
-    deployment["status"] = {
-        "observedGeneration": 1,
-        "replicas": 1,
-        "updatedReplicas": 1,
-        "readyReplicas": 1,
-        "availableReplicas": 1,
-    }
-    p = pod(f"{name}-1", name, ready=True)
-    p["metadata"].update(
-        namespace=NS, labels={"testenv.dev/environment": "demo", "testenv.dev/service": name}
-    )
-    kube.put(p)
+    make_service_ready(kube, name, NS)
+
+
+def has_pods(kube: FakeKube, service: str) -> bool:
+    return bool(service_pods(kube, service, NS))
 
 
 def finish_job(kube: FakeKube, name: str, *, ok: bool) -> None:
@@ -113,9 +104,9 @@ async def test_workloads_start_in_dependency_order(
     rec: Reconciler, kube: FakeKube, clock: Clock, events: list[tuple[str, str, str]]
 ) -> None:
     await rec.reconcile(body(kube))
-    assert kube.find("Deployment", "db", NS) is not None
+    assert has_pods(kube, "db")
     assert kube.find("Job", "migrate", NS) is None
-    assert kube.find("Deployment", "api", NS) is None
+    assert not has_pods(kube, "api")
     assert kube.find("Service", "api", NS) is not None  # the address exists from the start
     st = status(kube)
     api = next(s for s in st["services"] if s["name"] == "api")
@@ -125,12 +116,12 @@ async def test_workloads_start_in_dependency_order(
     make_ready(kube, "db")
     await settle(rec, kube, clock)
     assert kube.find("Job", "migrate", NS) is not None
-    assert kube.find("Deployment", "api", NS) is None
+    assert not has_pods(kube, "api")
     assert any(r == "Starting" and "migrate" in m for _, r, m in events)
 
     finish_job(kube, "migrate", ok=True)
     await settle(rec, kube, clock)
-    assert kube.find("Deployment", "api", NS) is not None
+    assert has_pods(kube, "api")
     assert status(kube)["phase"] == "Provisioning"
     assert kube.find("ConfigMap", "testenv-discovery", NS) is None
 
@@ -173,7 +164,7 @@ async def test_a_failed_job_fails_the_environment_with_its_logs(
     assert "job migrate failed" in st["message"]
     assert "relation users already exists" in st["message"]
     assert st["jobs"][0]["phase"] == "Failed"
-    assert kube.find("Deployment", "api", NS) is None  # what depends on it never starts
+    assert not has_pods(kube, "api")  # what depends on it never starts
     # later wake-ups keep the evidence
     await settle(rec, kube, clock)
     assert "relation users already exists" in status(kube)["message"]
@@ -230,10 +221,9 @@ async def test_secrets_are_generated_once_and_never_shown(
     for value in values.values():
         assert value not in seen
     # the containers take them from the Secret, by reference
-    api = kube.find("Deployment", "api", NS)
-    assert api is not None
+    (api,) = service_pods(kube, "api", NS)
     assert values["api-key"] not in json.dumps(api)
-    env = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e for e in api["spec"]["containers"][0]["env"]}
     assert env["API_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "testenv-credentials",
         "key": "api-key",
