@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -52,6 +53,16 @@ from testenv.api import (
 from testenv_operator import diagnose, expiry, render
 from testenv_operator.cache import ApiReads, Reads
 from testenv_operator.kube import Conflict, KubeClient, KubeError
+from testenv_operator.pods import (
+    controlled_by,
+    live_pods,
+    name_of,
+    plan_pods,
+    service_of,
+    service_of_name,
+    template_hash_of,
+    terminating,
+)
 from testenv_operator.settings import Settings
 from testenv_operator.status import (
     STICKY_REASONS,
@@ -61,12 +72,10 @@ from testenv_operator.status import (
     compute_status,
     job_verdict,
     labelled,
-    live_pods,
     parse_status,
     ready_workloads,
     startable,
     status_patch,
-    template_hash_of,
     waiting_for,
 )
 from testenv_operator.timeutil import now, parse_time
@@ -96,39 +105,10 @@ def _refused(exc: KubeError) -> bool:
     return exc.status in REFUSALS and "being terminated" not in exc.message
 
 
-def _finished(pod: Obj) -> bool:
-    """A pod that will not run again and is not being deleted yet (evicted, node lost)."""
-    meta = pod.get("metadata") or {}
-    return not meta.get("deletionTimestamp") and not live_pods([pod])
-
-
-def _service_of(pod: Obj) -> str | None:
-    label = ((pod.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL)
-    return str(label) if label else None
-
-
-def _controlled_by(obj: Obj, uid: str) -> bool:
-    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return any(o.get("controller") and o.get("uid") == uid for o in owners)
-
-
-def _services_with_pods(pods: list[Obj]) -> set[str]:
-    return {service for p in pods if (service := _service_of(p))}
-
-
-def _missing_pods(service: str, replicas: int, template_hash: str, pods: list[Obj]) -> list[str]:
-    """``Pod/<name>`` of each pod a started service should have and lacks: absent, or
-    finished (a terminating one is not missing yet: its DELETED event wakes the monitor)."""
-    by_name = {str(p["metadata"]["name"]): p for p in pods}
-    names = (render.service_pod_name(service, template_hash, i) for i in range(replicas))
-    return [f"Pod/{name}" for name in names if name not in by_name or _finished(by_name[name])]
-
-
 def missing_workloads(missing: list[str]) -> set[str]:
-    """The services and jobs that ``missing`` (``Kind/name``) objects belong to (a pod's
-    name is ``<service>-<hash>-<index>``, see ``render.service_pod_name``)."""
+    """The services and jobs that ``missing`` (``Kind/name``) objects belong to."""
     return {
-        name.rsplit("-", 2)[0] if kind == "Pod" else name
+        (service_of_name(name) or name) if kind == "Pod" else name
         for kind, name in (m.split("/", 1) for m in missing)
     }
 
@@ -304,9 +284,10 @@ class Reconciler:
         if _terminating(ns):
             state.reapply = True
             return False
-        pods, jobs = await self._workloads(env)
-        ready = ready_workloads(env.spec, self._template_hashes(env, state), jobs, pods)
-        started = startable(env.spec, _services_with_pods(pods) | set(jobs), ready)
+        children, jobs = await self._workloads(env)
+        ready = ready_workloads(env.spec, self._template_hashes(env, state), jobs, children)
+        with_pods = {s for p in children if (s := service_of(p))}
+        started = startable(env.spec, with_pods | set(jobs), ready)
         objects = render.render_environment(
             env.name, env.uid, env.spec, started, self.settings.render_options
         )
@@ -322,7 +303,7 @@ class Reconciler:
         wanted_pods = [obj for obj in rest if obj["kind"] == "Pod"]
         await asyncio.gather(*(self.kube.apply(obj) for obj in rest if obj["kind"] != "Pod"))
         # After the files' ConfigMaps: a pod created before its files waits for them.
-        await self._sync_pods(env, state, wanted_pods, pods)
+        await self._sync_pods(env, state, started, wanted_pods, children)
         state.started = started
         first = state.applied_generation is None
         state.applied_generation = env.generation
@@ -340,11 +321,11 @@ class Reconciler:
         labelled as a service's that this environment does not control (a Deployment's, left
         by an operator before docs/decisions/0002; anyone's) is not the service's: it is
         neither counted nor deleted."""
-        pods, jobs = await asyncio.gather(
+        children, jobs = await asyncio.gather(
             self.reads.children("Pod", env.name, env.namespace),
             self.reads.children("Job", env.name, env.namespace),
         )
-        ours = [p for p in pods if not _service_of(p) or _controlled_by(p, env.uid)]
+        ours = [p for p in children if not service_of(p) or controlled_by(p, env.uid)]
         return ours, {str(j["metadata"]["name"]): j for j in jobs}
 
     def _template_hashes(self, env: Environment, state: EnvState) -> dict[str, str]:
@@ -360,26 +341,41 @@ class Reconciler:
         return state.template_hashes
 
     async def _sync_pods(
-        self, env: Environment, state: EnvState, wanted: list[render.Obj], pods: list[Obj]
+        self,
+        env: Environment,
+        state: EnvState,
+        started: set[str],
+        wanted: list[render.Obj],
+        children: list[Obj],
     ) -> None:
-        """Make the services' pods those ``wanted``: create the missing ones, delete the
-        others (outdated, a replica too many, a service no longer in the spec) and the
-        finished ones (evicted, their node lost: the deletion wakes the monitor, which then
-        creates them anew). A create the API server refuses for a quota or a policy (403) is
-        recorded as the service's ``FailedCreate`` and tried again on later passes."""
-        wanted_names = {str(p["metadata"]["name"]) for p in wanted}
-        existing = {str(p["metadata"]["name"]): p for p in pods if _service_of(p)}
-        live = {str(p["metadata"]["name"]) for p in live_pods(list(existing.values()))}
-        doomed = [
-            name
-            for name, pod in existing.items()
-            if not (pod.get("metadata") or {}).get("deletionTimestamp")
-            and (name not in wanted_names or name not in live)
+        """Make the pods of each started service those ``wanted`` (rendered, one per slot)
+        as :func:`plan_pods` says: create what is missing; delete what is outdated, a
+        replica too many or finished, and the pods of a service no longer in the spec. A
+        create the API server refuses for a quota or a policy (403) is recorded as the
+        service's ``FailedCreate`` and tried again on later passes."""
+        hashes = self._template_hashes(env, state)
+        creates: list[render.Obj] = []
+        deletes: list[str] = []
+        for svc in env.spec.services:
+            if svc.name not in started:
+                continue
+            rendered = [p for p in wanted if p["metadata"]["labels"][SERVICE_LABEL] == svc.name]
+            current = labelled(children, SERVICE_LABEL, svc.name)
+            plan = plan_pods(svc.name, hashes[svc.name], len(rendered), current)
+            for slot, name in plan.create:
+                pod = copy.deepcopy(rendered[slot])
+                pod["metadata"]["name"] = name
+                creates.append(pod)
+            deletes += plan.delete
+        in_spec = {svc.name for svc in env.spec.services}
+        deletes += [
+            name_of(p)
+            for p in children
+            if (service := service_of(p)) and service not in in_spec and not terminating(p)
         ]
-        to_create = [p for p in wanted if p["metadata"]["name"] not in existing]
         results = await asyncio.gather(
-            *(self._create_pod(env, state, pod) for pod in to_create),
-            *(self.kube.delete("Pod", name, env.namespace) for name in doomed),
+            *(self._create_pod(env, state, pod) for pod in creates),
+            *(self.kube.delete("Pod", name, env.namespace) for name in deletes),
             return_exceptions=True,
         )
         for result in results:
@@ -628,7 +624,8 @@ class Reconciler:
             svc_pods = pods_labelled(SERVICE_LABEL, svc.name)
             waits = waiting_for(svc, ready) if not svc_pods else []
             if not waits:
-                missing += _missing_pods(svc.name, svc.replicas, hashes[svc.name], svc_pods)
+                plan = plan_pods(svc.name, hashes[svc.name], svc.replicas, svc_pods)
+                missing += [f"Pod/{name}" for _, name in plan.create]
             if svc.name not in service_names:
                 missing.append(f"Service/{svc.name}")
             # The readiness timeout counts from its first current pod's creation (dependsOn).
@@ -881,16 +878,11 @@ class Reconciler:
             return result
 
     async def _confirmed_missing(self, env: Environment, missing: list[str]) -> list[str]:
-        """Those of ``missing`` (``Kind/name``) that the API server does not have either (or
-        has as a finished pod, which is to be replaced)."""
+        """Those of ``missing`` (``Kind/name``) that the API server does not have either."""
         found = await asyncio.gather(
             *(self.kube.get(m.split("/", 1)[0], m.split("/", 1)[1], env.namespace) for m in missing)
         )
-        return [
-            m
-            for m, obj in zip(missing, found, strict=True)
-            if obj is None or (obj.get("kind") == "Pod" and _finished(obj))
-        ]
+        return [m for m, obj in zip(missing, found, strict=True) if obj is None]
 
     def _settled(self, state: EnvState) -> bool:
         """Whether the reads can be trusted to show what was applied: a watch cache shows a

@@ -46,13 +46,12 @@ from testenv.api import (
     parse_duration,
     pod_selector,
 )
+from testenv_operator.pods import pod_name
 
 Obj = dict[str, Any]
 
 SECRET_KEY = "secret-key"
 
-#: Hex digits of the template hash in a service pod's name.
-POD_HASH_LENGTH = 10
 QUOTA: dict[str, str] = {
     "pods": "100",
     "services": "40",
@@ -476,12 +475,6 @@ def job_labels(name: str, spec: TestEnvironmentSpec, job: JobSpec) -> dict[str, 
     }
 
 
-def service_pod_name(service: str, template_hash: str, index: int) -> str:
-    """``<service>-<hash>-<index>``: a new template makes new names, so a changed service's
-    new pods start while the old ones are deleted (no wait for a name to be free)."""
-    return f"{service}-{template_hash[:POD_HASH_LENGTH]}-{index}"
-
-
 def render_pods(
     name: str,
     uid: str,
@@ -489,10 +482,10 @@ def render_pods(
     service: ServiceSpec,
     options: RenderOptions = DEFAULT_OPTIONS,
 ) -> list[Obj]:
-    """The ``replicas`` pods of a service (docs/decisions/0002-services-as-bare-pods.md),
-    each carrying ``TEMPLATE_HASH_ANNOTATION``, a hash of the pod as rendered (files
-    included), which its name holds too: the reconciler tells current pods from outdated ones
-    by it (see ``status.pods_ready``)."""
+    """The ``replicas`` pods of a service (docs/decisions/0002-services-as-bare-pods.md), one
+    per slot (see :mod:`pods`), each carrying ``TEMPLATE_HASH_ANNOTATION``, a hash of the pod
+    as rendered (files included), which its name holds too: the reconciler tells current pods
+    from outdated ones by it (see ``status.pods_ready``)."""
     ctx = _context(name, uid, spec)
     template = render_template(
         "pod.yaml.j2",
@@ -508,7 +501,7 @@ def render_pods(
     pods = []
     for index in range(service.replicas):
         pod = copy.deepcopy(template)
-        pod["metadata"]["name"] = service_pod_name(service.name, template_hash, index)
+        pod["metadata"]["name"] = pod_name(service.name, template_hash, index)
         pods.append(pod)
     return pods
 

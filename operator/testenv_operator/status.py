@@ -16,7 +16,6 @@ from typing import Any
 
 from testenv.api import (
     SERVICE_LABEL,
-    TEMPLATE_HASH_ANNOTATION,
     Condition,
     ConditionType,
     JobPhase,
@@ -33,6 +32,7 @@ from testenv.api import (
 )
 from testenv_operator import diagnose
 from testenv_operator.expiry import expires_at
+from testenv_operator.pods import live_pods, template_hash_of
 from testenv_operator.render import service_url
 from testenv_operator.timeutil import format_time, parse_time, seconds_since
 
@@ -93,21 +93,6 @@ class Observation:
 
 
 # --- per service ---------------------------------------------------------------------------
-
-
-def live_pods(pods: Sequence[Obj]) -> list[Obj]:
-    """The pods that count: neither being deleted nor finished (``Failed``: evicted, its
-    node lost; ``Succeeded``: its container exited 0 under ``restartPolicy: Never``)."""
-    return [
-        p
-        for p in pods
-        if not (p.get("metadata") or {}).get("deletionTimestamp")
-        and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
-    ]
-
-
-def template_hash_of(pod: Obj) -> str | None:
-    return ((pod.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION)
 
 
 def pods_ready(template_hash: str | None, replicas: int, pods: Sequence[Obj]) -> tuple[bool, int]:

@@ -44,3 +44,22 @@ def wait_ready(k: Kubectl, name: str, timeout: str = READY_TIMEOUT) -> None:
             f"testenv/{name} not Ready: {proc.stderr}\nstatus: "
             f"{json.dumps(status(k, name), indent=1)}"
         )
+
+
+def kill_service_pods(k: Kubectl, namespace: str, service: str, timeout: str = "120s") -> str:
+    """Delete a service's pods behind the operator's back, wait until they are gone and the
+    pods the operator made in their place are Ready; the new pods' names."""
+    selector = f"testenv.dev/service={service}"
+    k("-n", namespace, "delete", "pod", "-l", selector, "--wait=true")
+    k("-n", namespace, "wait", "--for=create", "pod", "-l", selector, f"--timeout={timeout}")
+    k(
+        "-n",
+        namespace,
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "-l",
+        selector,
+        f"--timeout={timeout}",
+    )
+    return k("-n", namespace, "get", "pod", "-l", selector, "-o", "name").stdout.strip()

@@ -15,6 +15,7 @@ from e2e_helpers import (
     OPERATOR_NAMESPACE,
     OPERATOR_SELECTOR,
     Kubectl,
+    kill_service_pods,
     manifest,
     status,
     wait_ready,
@@ -125,10 +126,7 @@ def test_apiserver_restart_while_the_operator_watches(
     after = envs({"services": [AUTH]})
     wait_ready(k, after, timeout="120s")
     ns = status(k, before)["namespace"]
-    (pod,) = _items(k, "pod", ns, "testenv.dev/service=auth")
-    name = pod["metadata"]["name"]
-    k("delete", "pod", name, "-n", ns, "--wait=true")
-    k("wait", "--for=create", f"pod/{name}", "-n", ns, "--timeout=120s")
+    kill_service_pods(k, ns, "auth")
     wait_ready(k, before, timeout="120s")
 
 

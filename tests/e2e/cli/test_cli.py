@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from e2e_helpers import Kubectl
+from e2e_helpers import Kubectl, kill_service_pods
 
 from testenv.api import REFERENCE_IMAGE_TAG
 
@@ -97,11 +97,7 @@ def test_up_forward_down(k: Kubectl, spec_file: Path, name: str) -> None:
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
         # The pod goes away; the forward takes the next connection to its replacement.
         ns = f"testenv-{name}"
-        pod = k("get", "pod", "-n", ns, "-l", "testenv.dev/service=api", "-o", "name").stdout
-        k("delete", pod.strip(), "-n", ns, "--wait=true")
-        # The operator creates it again, under the same name (the same template).
-        k("wait", "--for=create", pod.strip(), "-n", ns, "--timeout=120s")
-        k("wait", "--for=condition=Ready", pod.strip(), "-n", ns, "--timeout=120s")
+        kill_service_pods(k, ns, "api")
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
     finally:
         forward.send_signal(signal.SIGTERM)

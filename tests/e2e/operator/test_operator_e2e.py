@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_helpers import OPERATOR_NAMESPACE, Kubectl, manifest, status, wait_ready
+from e2e_helpers import (
+    OPERATOR_NAMESPACE,
+    Kubectl,
+    kill_service_pods,
+    manifest,
+    status,
+    wait_ready,
+)
 
 from testenv.api import (
     DISCOVERY_CONFIGMAP,
@@ -360,9 +367,10 @@ def test_bad_image_fails_fast(k: Kubectl, envs: Any) -> None:
     assert ready["status"] == "False"
 
 
-def test_deleted_pod_is_recreated(k: Kubectl, envs: Any) -> None:
+def test_deleted_pod_is_replaced(k: Kubectl, envs: Any) -> None:
     """A service's pods are the operator's own (no Deployment): one deleted behind its back
-    comes back under the same name (same template), and the environment is Ready again."""
+    is replaced (the next name of its slot, without waiting for the old one to be gone),
+    and the environment is Ready again."""
     name = envs(
         {
             "services": [
@@ -372,22 +380,9 @@ def test_deleted_pod_is_recreated(k: Kubectl, envs: Any) -> None:
     )
     wait_ready(k, name)
     ns = status(k, name)["namespace"]
-    selector = "testenv.dev/service=auth"
-    pod, uid = k(
-        "get",
-        "pod",
-        "-n",
-        ns,
-        "-l",
-        selector,
-        "-o",
-        "jsonpath={.items[0].metadata.name} {.items[0].metadata.uid}",
-    ).stdout.split()
-    k("delete", "pod", pod, "-n", ns, "--wait=true")
-    k("wait", "--for=create", f"pod/{pod}", "-n", ns, "--timeout=60s")
-    new_uid = k("get", "pod", pod, "-n", ns, "-o", "jsonpath={.metadata.uid}").stdout
-    assert new_uid and new_uid != uid
-    k("wait", "--for=condition=Ready", f"pod/{pod}", "-n", ns, "--timeout=120s")
+    old = k("get", "pod", "-n", ns, "-l", "testenv.dev/service=auth", "-o", "name").stdout
+    new = kill_service_pods(k, ns, "auth")
+    assert new and new != old.strip()
     wait_ready(k, name)
 
 

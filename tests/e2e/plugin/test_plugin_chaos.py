@@ -33,7 +33,11 @@ def test_backend_pod_killed_mid_test(real_services_sync):
                   "-o", "jsonpath={.items[0].metadata.name}")
     killed_at = datetime.now(UTC).replace(microsecond=0)
     kubectl("-n", ns, "delete", "pod", pod, "--wait=true")
-    kubectl("-n", ns, "rollout", "status", "deploy/backend", "--timeout=120s")
+    # The operator makes its replacement (the next name of its slot).
+    kubectl("-n", ns, "wait", "--for=create", "pod", "-l", "testenv.dev/service=backend",
+            "--timeout=120s")
+    kubectl("-n", ns, "wait", "--for=condition=Ready", "pod", "-l",
+            "testenv.dev/service=backend", "--timeout=120s")
     kubectl("wait", "--for=jsonpath={.status.phase}=Ready", f"testenv/{name}", "--timeout=120s")
     env = json.loads(kubectl("get", "testenv", name, "-o", "json"))
     degraded = next(c for c in env["status"]["conditions"] if c["type"] == "Degraded")

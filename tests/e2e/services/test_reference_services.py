@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from e2e_helpers import kill_service_pods
 
 from testenv import RealServiceContext
 
@@ -150,9 +151,7 @@ async def test_users_and_chat_history_survive_restarts_of_their_pods(
     ns = real_services.environment.namespace if real_services.environment else None
     assert ns
     for service in ("auth", "backend"):
-        k("-n", ns, "delete", "pod", "-l", f"testenv.dev/service={service}", "--wait=true")
-    for service in ("auth", "backend"):
-        k("-n", ns, "rollout", "status", f"deploy/{service}", "--timeout=120s")
+        kill_service_pods(k, ns, service)
     name = real_services.environment.name if real_services.environment else ""
     k("wait", "--for=jsonpath={.status.phase}=Ready", f"testenv/{name}", "--timeout=120s")
 

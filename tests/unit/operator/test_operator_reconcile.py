@@ -332,21 +332,39 @@ async def test_replicas_are_scaled_both_ways(rec: Reconciler, kube: FakeKube) ->
     assert pod_names(kube, "auth") == [first]
 
 
-async def test_an_evicted_pod_is_deleted_then_created_anew(
-    rec: Reconciler, kube: FakeKube, events: list[tuple[str, str, str]]
+async def test_an_evicted_pod_is_replaced_at_once_and_deleted(
+    rec: Reconciler, kube: FakeKube
 ) -> None:
     await rec.reconcile(body(kube))
     (pod_,) = service_pods(kube, "frontend")
     name = pod_["metadata"]["name"]
     pod_["status"] = {"phase": "Failed", "reason": "Evicted", "message": "low on memory"}
     await rec.reconcile(body(kube))
-    assert ("delete", "Pod", name) in kube.calls  # its DELETED event wakes the monitor...
-    assert kube.find("Pod", name, "testenv-demo") is None
-    rec.nudge("demo", reapply=True)
-    await rec.reconcile(body(kube))
-    assert kube.find("Pod", name, "testenv-demo") is not None  # ...which creates it again
+    assert ("delete", "Pod", name) in kube.calls
+    assert pod_names(kube, "frontend") == [f"{name}-1"]  # the next name of its slot
     frontend = next(s for s in body(kube)["status"]["services"] if s["name"] == "frontend")
     assert not frontend["ready"] and frontend["reason"] != "Evicted"
+
+
+async def test_a_pod_being_deleted_is_replaced_without_waiting_for_it(
+    rec: Reconciler, kube: FakeKube, events: list[tuple[str, str, str]]
+) -> None:
+    """Its name is free only once it is gone (a grace period later): its slot gets the next
+    name at once, and the environment is Ready again without waiting for the old pod."""
+    await rec.reconcile(body(kube))
+    make_ready(kube)
+    await rec.reconcile(body(kube))
+    (old,) = service_pods(kube, "auth")
+    old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:30Z"  # kubectl delete pod
+    await rec.reconcile(body(kube))
+    assert any(r == "Recreating" for _, r, _ in events)
+    names = pod_names(kube, "auth")
+    assert names == [old["metadata"]["name"], old["metadata"]["name"] + "-1"]
+    assert body(kube)["status"]["phase"] == "Degraded"
+    make_one_ready(kube, "auth")
+    await rec.reconcile(body(kube))
+    assert body(kube)["status"]["phase"] == "Ready"
+    assert ("delete", "Pod", old["metadata"]["name"]) not in kube.calls  # already going
 
 
 class QuotaKube(FakeKube):
