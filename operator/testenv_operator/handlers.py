@@ -175,7 +175,6 @@ async def environment_event(
 
 @kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
 @kopf.on.event("v1", "services", labels=MANAGED)
-@kopf.on.event("v1", "pods", labels=MANAGED)
 @kopf.on.event("v1", "configmaps", labels=MANAGED)
 @kopf.on.event("v1", "namespaces", labels=MANAGED)
 async def child_event(type: str | None, labels: Mapping[str, str], **_: Any) -> None:
@@ -183,6 +182,16 @@ async def child_event(type: str | None, labels: Mapping[str, str], **_: Any) -> 
     environment = labels.get(ENVIRONMENT_LABEL)
     if environment and "reconciler" in _state:
         _state["reconciler"].nudge(environment, reapply=type == "DELETED")
+
+
+@kopf.on.event("v1", "pods", labels=MANAGED)
+async def pod_event(labels: Mapping[str, str], **_: Any) -> None:
+    """A pod's change wakes its environment's monitor. Not even a deletion re-applies: the
+    monitor sees an empty slot itself (a pod being deleted is replaced at once, see pods.py),
+    and a job's pods are their Job's."""
+    environment = labels.get(ENVIRONMENT_LABEL)
+    if environment and "reconciler" in _state:
+        _state["reconciler"].nudge(environment)
 
 
 @kopf.on.event(GROUP, VERSION, POOL_PLURAL)

@@ -382,6 +382,20 @@ class Reconciler:
             if isinstance(result, BaseException):
                 raise result
 
+    async def _sync_started_pods(self, env: Environment, state: EnvState) -> None:
+        """Replace the started services' missing pods, nothing else (a pod being deleted or
+        evicted, not a whole environment's objects to apply again)."""
+        children, _ = await self._workloads(env)
+        wanted = [
+            pod
+            for svc in env.spec.services
+            if svc.name in state.started
+            for pod in render.render_pods(
+                env.name, env.uid, env.spec, svc, self.settings.render_options
+            )
+        ]
+        await self._sync_pods(env, state, state.started, wanted, children)
+
     async def _create_pod(self, env: Environment, state: EnvState, pod: render.Obj) -> None:
         service = str(pod["metadata"]["labels"][SERVICE_LABEL])
         try:
@@ -870,7 +884,10 @@ class Reconciler:
                         + ", ".join(sorted(names - state.started))
                         + ": what they depend on is Ready",
                     )
-                await self._apply_or_fail(env, state)
+                if names <= state.started and all(m.startswith("Pod/") for m in result.missing):
+                    await self._apply_or_fail(env, state, pods_only=True)
+                else:
+                    await self._apply_or_fail(env, state)
                 fresh = await self._environment(name, state)
                 if fresh is None:
                     return None
@@ -898,12 +915,18 @@ class Reconciler:
             return body
         return {**body, "status": state.written_status}
 
-    async def _apply_or_fail(self, env: Environment, state: EnvState) -> None:
-        """Apply; an object the API server refuses (a 4xx other than a conflict or a missing
-        object) makes this generation of the spec Failed, with the server's reason, instead of
-        being retried forever. A new generation (an edited spec) is tried again."""
+    async def _apply_or_fail(
+        self, env: Environment, state: EnvState, *, pods_only: bool = False
+    ) -> None:
+        """Apply (``pods_only``: only make the started services' pods what they should be);
+        an object the API server refuses (a 4xx other than a conflict or a missing object)
+        makes this generation of the spec Failed, with the server's reason, instead of being
+        retried forever. A new generation (an edited spec) is tried again."""
         try:
-            await self.apply(env, state)
+            if pods_only:
+                await self._sync_started_pods(env, state)
+            else:
+                await self.apply(env, state)
         except KubeError as exc:
             if not _refused(exc):
                 raise

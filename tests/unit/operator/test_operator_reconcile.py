@@ -356,7 +356,10 @@ async def test_a_pod_being_deleted_is_replaced_without_waiting_for_it(
     await rec.reconcile(body(kube))
     (old,) = service_pods(kube, "auth")
     old["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:30Z"  # kubectl delete pod
+    calls = len(kube.calls)
     await rec.reconcile(body(kube))
+    # The pod alone: nothing else of the environment is applied again.
+    assert [c[:2] for c in kube.calls[calls:]] == [("create", "Pod")]
     assert any(r == "Recreating" for _, r, _ in events)
     names = pod_names(kube, "auth")
     assert names == [old["metadata"]["name"], old["metadata"]["name"] + "-1"]
