@@ -369,8 +369,8 @@ def test_bad_image_fails_fast(k: Kubectl, envs: Any) -> None:
 
 def test_deleted_pod_is_replaced(k: Kubectl, envs: Any) -> None:
     """A service's pods are the operator's own (no Deployment): one deleted behind its back
-    is replaced (the next name of its slot, without waiting for the old one to be gone),
-    and the environment is Ready again."""
+    is replaced (under the next name of its slot while the old one is still terminating,
+    else under its own), and the environment is Ready again."""
     name = envs(
         {
             "services": [
@@ -380,14 +380,17 @@ def test_deleted_pod_is_replaced(k: Kubectl, envs: Any) -> None:
     )
     wait_ready(k, name)
     ns = status(k, name)["namespace"]
-    old = k("get", "pod", "-n", ns, "-l", "testenv.dev/service=auth", "-o", "name").stdout
-    new = kill_service_pods(k, ns, "auth")
-    assert new and new != old.strip()
+    uids = "jsonpath={.items[*].metadata.uid}"
+    old = k("get", "pod", "-n", ns, "-l", "testenv.dev/service=auth", "-o", uids).stdout
+    kill_service_pods(k, ns, "auth")
+    new = k("get", "pod", "-n", ns, "-l", "testenv.dev/service=auth", "-o", uids).stdout
+    assert len(new.split()) == 1 and new != old
     wait_ready(k, name)
 
 
 def test_a_changed_service_is_replaced_by_pods_of_its_new_spec(k: Kubectl, envs: Any) -> None:
-    name = envs({"services": [{"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}"}]})
+    auth = {"name": "auth", "image": f"testenv/auth:{REFERENCE_IMAGE_TAG}", "secretKey": True}
+    name = envs({"services": [auth]})
     wait_ready(k, name)
     ns = status(k, name)["namespace"]
     selector = "testenv.dev/service=auth"

@@ -53,7 +53,15 @@ OUT_OF_SCOPE: list[tuple[str, list[str], str]] = [
         ["create", "clusterrolebinding", "x", "--clusterrole=cluster-admin", "--user=x"],
         "forbidden",
     ),
-    ("exec-into-pods", ["auth", "can-i", "create", "pods/exec", "-A"], "no"),
+    # It creates and deletes pods (its services'), never gets into one. (``pods/exec`` would
+    # ask about a pod named "exec": a subresource is asked for with --subresource.)
+    ("exec-into-pods", ["auth", "can-i", "create", "pods", "--subresource=exec", "-A"], "no"),
+    ("attach-to-pods", ["auth", "can-i", "create", "pods", "--subresource=attach", "-A"], "no"),
+    (
+        "debug-containers-into-pods",
+        ["auth", "can-i", "update", "pods", "--subresource=ephemeralcontainers", "-A"],
+        "no",
+    ),
     # A service's pods are its own (no Deployment): it needs no workload controller's rights.
     ("create-deployments", ["auth", "can-i", "create", "deployments", "-A"], "no"),
     ("patch-pods", ["auth", "can-i", "patch", "pods", "-A"], "no"),
