@@ -247,11 +247,14 @@ def free_port() -> int:
 
 
 def operator_python() -> Path:
-    """A virtualenv with what the operator's image installs (the locked versions of the
+    """A virtualenv with the operator image's dependencies (the locked versions of the
     ``operator`` extra, no dev tools): the development venv also holds the official
-    ``kubernetes`` client, which kopf then imports and keeps (about 10 MB more)."""
+    ``kubernetes`` client, which kopf then imports and keeps (about 10 MB more). Cached by
+    the lock, shared by every checkout: the project itself is not installed in it (the
+    operator's code comes from this checkout's sources, see :func:`operator`); an editable
+    install would pin the first checkout's path, and a later clone would run that one's code."""
     lock = (ROOT / "uv.lock").read_bytes()
-    venv = cache_dir() / "bench" / f"operator-{hashlib.sha256(lock).hexdigest()[:12]}"
+    venv = cache_dir() / "bench" / f"operator-deps-{hashlib.sha256(lock).hexdigest()[:12]}"
     python = venv / "bin" / "python"
     if python.exists():
         return python
@@ -275,8 +278,6 @@ def operator_python() -> Path:
         run(uv, "venv", "-q", "-p", "python3.11", str(venv))
         venv_env = {"VIRTUAL_ENV": str(venv)}
         run(uv, "pip", "install", "-q", "-r", str(requirements), env=venv_env)
-        # Editable: the operator's code is this checkout's, whatever it is when run.
-        run(uv, "pip", "install", "-q", "--no-deps", "-e", str(ROOT), env=venv_env)
     return python
 
 
@@ -286,6 +287,8 @@ def operator(kubeconfig: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
+        # This checkout's code (the library's API types and the operator), as it is now.
+        "PYTHONPATH": os.pathsep.join(str(ROOT / d) for d in ("core", "operator")),
         "TESTENV_IDENTITY": f"system:serviceaccount:{ns}:{sa}",
         "TESTENV_LIVENESS_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
         "TESTENV_LOG_LEVEL": "WARNING",
