@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_helpers import OPERATOR_NAMESPACE, Kubectl, manifest, status, wait_ready
+from e2e_helpers import (
+    OPERATOR_NAMESPACE,
+    OPERATOR_SELECTOR,
+    Kubectl,
+    manifest,
+    status,
+    wait_ready,
+)
 
 from testenv.api import REFERENCE_IMAGE_TAG
 
@@ -74,17 +81,7 @@ OUT_OF_SCOPE: list[tuple[str, list[str], str]] = [
 def test_the_operator_account_cannot_delete_pods_outside_its_namespaces(k: Kubectl) -> None:
     """It may delete pods (its services' outdated ones): only in its environments'
     namespaces. Its own pod is the one at hand outside them."""
-    proc = as_operator(
-        k,
-        [
-            "delete",
-            "pod",
-            "-n",
-            OPERATOR_NAMESPACE,
-            "-l",
-            "app.kubernetes.io/name=testenv-operator",
-        ],
-    )
+    proc = as_operator(k, ["delete", "pod", "-n", OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR])
     assert proc.returncode != 0, f"deleting its own pod was allowed: {proc.stdout}"
     assert FENCE in proc.stderr, proc.stderr
 
