@@ -387,11 +387,14 @@ def phases(statuses: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def watched_steps(timelines: list[dict[str, float]]) -> dict[str, float]:
-    """Median over rounds of each step a watching client saw (``timeline.STEPS`` order)."""
+    """Median over rounds of each step a watching client saw (``timeline.STEPS`` order),
+    over the rounds that saw every step when there are any: medians of rounds each in order
+    are in order, medians of different rounds per step need not be."""
+    complete = [seen for seen in timelines if len(seen) == len(STEPS)]
     return {
         step: round(statistics.median(values), 3)
         for step in STEPS
-        if (values := [seen[step] for seen in timelines if step in seen])
+        if (values := [seen[step] for seen in complete or timelines if step in seen])
     }
 
 

@@ -28,6 +28,9 @@ import kr8s.asyncio
 
 from testenv.api import ENVIRONMENT_LABEL, GROUP, PLURAL, VERSION
 
+#: How long the end of a round waits for steps still on their way (:meth:`Timeline.__exit__`).
+COMPLETION_WAIT_S = 10.0
+
 STEPS = (
     "TestEnvironment created",
     "first pod created",
@@ -60,6 +63,8 @@ class Timeline:
         self._per_pod: dict[str, dict[str, float]] = {}
         self._loop = asyncio.new_event_loop()
         self._watching = threading.Event()
+        #: Every step seen (the round's end waits for it, see :meth:`__exit__`).
+        self.complete = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._failure: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,6 +76,13 @@ class Timeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # The round ended on one stream (the TestEnvironment Ready); the other may still be
+        # delivering the pods' last steps, which had happened by then: wait for them, a
+        # bounded time, or a round's median would lack them (and the medians of the steps
+        # over rounds would mix rounds, out of order).
+        if exc[0] is None:
+            self.complete.wait(COMPLETION_WAIT_S)
+
         def cancel() -> None:
             for task in self._tasks:
                 task.cancel()
@@ -99,6 +111,11 @@ class Timeline:
 
     def _note(self, step: str) -> None:
         self.seen.setdefault(step, round(time.perf_counter() - self.t0, 3))
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if len(self.seen) == len(STEPS):
+            self.complete.set()
 
     def _run(self) -> None:
         try:
@@ -187,3 +204,4 @@ class Timeline:
             times = [p[key] for p in self._per_pod.values() if key in p]
             if len(times) >= self.pods:
                 self.seen.setdefault(step, max(times))
+        self._check_complete()

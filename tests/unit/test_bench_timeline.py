@@ -61,6 +61,19 @@ def test_a_step_of_the_last_pod_is_seen_only_once_every_pod_has_reached_it(
     assert list(watched.seen.values()) == sorted(watched.seen.values())
 
 
+def test_the_round_is_complete_only_once_every_step_is_seen(timeline: Any) -> None:
+    """The end of a round waits for ``complete``: the TestEnvironment's Ready can arrive
+    before the pods' last steps, which come on the other stream."""
+    watched = timeline.Timeline("env", pods=1)
+    watched._event(_pod("a", node=True, sandbox=True, running=False))
+    watched._event(
+        {"kind": "TestEnvironment", "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    )
+    assert "TestEnvironment Ready" in watched.seen and not watched.complete.is_set()
+    watched._event(_pod("a", node=True, sandbox=True, running=True, ready=True))
+    assert watched.complete.is_set()
+
+
 def test_a_step_keeps_the_time_it_was_first_seen(timeline: Any) -> None:
     watched = timeline.Timeline("env", pods=1)
     watched._event(_pod("a", node=True, running=True, ready=True))
@@ -95,3 +108,19 @@ def test_a_step_seen_late_on_its_own_stream_is_bounded_by_the_next_step(timeline
     assert steps["last pod's containers running"] == 1.3
     assert steps["TestEnvironment Ready"] == 1.4
     assert list(steps.values()) == sorted(steps.values())
+
+
+def test_the_medians_over_rounds_come_from_rounds_that_saw_every_step(
+    bench_module: Any, timeline: Any
+) -> None:
+    run = bench_module("run")
+    steps = timeline.STEPS
+    full = {step: float(i) for i, step in enumerate(steps)}
+    later = {step: t + 10 for step, t in full.items()}
+    # A round whose pod steps never arrived, ended early: it would pull the environment's
+    # Ready median below the pods' (taken from the other rounds only).
+    short = {steps[0]: 0.0, steps[-1]: 1.0}
+    medians = run.watched_steps([full, later, short])
+    assert list(medians) == list(steps)
+    assert list(medians.values()) == sorted(medians.values())
+    assert medians[steps[-1]] == (full[steps[-1]] + later[steps[-1]]) / 2
